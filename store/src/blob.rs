@@ -1,0 +1,125 @@
+//! Blobs: the sealed unit of storage inside a pack. Spec: `format-spec/05-packs.md`.
+//!
+//! A blob's plaintext is one compression byte followed by the (maybe compressed) bytes. It is
+//! sealed with its pack's key under nonce = its index in the pack, with the blob id and kind as
+//! associated data, so a blob cannot be moved to another slot, id or kind without detection.
+
+use crate::crypto::ObjectKey;
+use crate::error::{Error, Result};
+use crate::id::BlobId;
+
+/// The largest blob plaintext this build writes or accepts (a directory listing of ~1M
+/// entries fits; chunks are at most 16 MiB).
+pub const MAX_BLOB_LEN: u32 = 256 * 1024 * 1024;
+
+/// What a blob holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum BlobKind {
+    /// A chunk of file or stream data.
+    Data = 0,
+    /// An encoded tree (one directory).
+    Tree = 1,
+    /// Reserved: a run of data stored as a zstd delta against a base region (issue 6).
+    DeltaRun = 2,
+}
+
+impl BlobKind {
+    /// Decodes a kind byte; unknown kinds come from a newer format.
+    pub fn from_u8(v: u8, what: &str) -> Result<Self> {
+        match v {
+            0 => Ok(BlobKind::Data),
+            1 => Ok(BlobKind::Tree),
+            2 => Ok(BlobKind::DeltaRun),
+            _ => Err(Error::NewerFormat {
+                what: what.to_string(),
+                found: v.into(),
+                supported: 2,
+            }),
+        }
+    }
+}
+
+const RAW: u8 = 0;
+const ZSTD: u8 = 1;
+
+/// Compresses `data` at `level` unless that does not make it smaller; returns the plaintext to
+/// seal (compression byte first).
+pub fn encode(data: &[u8], level: i32) -> Vec<u8> {
+    if level > 0 && data.len() > 64 {
+        let mut out = Vec::with_capacity(data.len() / 2 + 64);
+        out.push(ZSTD);
+        if let Ok(c) = zstd::bulk::compress(data, level)
+            && c.len() < data.len()
+        {
+            out.extend_from_slice(&c);
+            return out;
+        }
+    }
+    let mut out = Vec::with_capacity(data.len() + 1);
+    out.push(RAW);
+    out.extend_from_slice(data);
+    out
+}
+
+/// The associated data binding a blob to its id and kind.
+fn aad(id: &BlobId, kind: BlobKind) -> [u8; 33] {
+    let mut a = [0u8; 33];
+    a[..32].copy_from_slice(&id.0);
+    a[32] = kind as u8;
+    a
+}
+
+/// Seals an encoded blob as slot `index` of a pack.
+pub fn seal(key: &ObjectKey, index: u32, id: &BlobId, kind: BlobKind, encoded: &[u8]) -> Vec<u8> {
+    key.seal(index as u64, &aad(id, kind), encoded)
+}
+
+/// Opens, authenticates and decompresses a blob; checks its length against `raw_len`.
+pub fn open(
+    key: &ObjectKey,
+    index: u32,
+    id: &BlobId,
+    kind: BlobKind,
+    raw_len: u32,
+    sealed: &[u8],
+    what: &str,
+) -> Result<Vec<u8>> {
+    if raw_len > MAX_BLOB_LEN {
+        return Err(Error::corrupt(
+            what,
+            format!("blob length {raw_len} exceeds the limit"),
+        ));
+    }
+    let plain = key
+        .open(index as u64, &aad(id, kind), sealed)
+        .ok_or_else(|| {
+            Error::corrupt(what, format!("blob {} failed authentication", id.short()))
+        })?;
+    let (&comp, body) = plain
+        .split_first()
+        .ok_or_else(|| Error::corrupt(what, "empty blob"))?;
+    let data = match comp {
+        RAW => body.to_vec(),
+        ZSTD => zstd::bulk::decompress(body, raw_len as usize)
+            .map_err(|e| Error::corrupt(what, format!("blob {}: zstd: {e}", id.short())))?,
+        other => {
+            return Err(Error::NewerFormat {
+                what: what.to_string(),
+                found: other.into(),
+                supported: 1,
+            });
+        }
+    };
+    if data.len() != raw_len as usize {
+        return Err(Error::corrupt(
+            what,
+            format!(
+                "blob {} holds {} bytes, the header says {raw_len}",
+                id.short(),
+                data.len()
+            ),
+        ));
+    }
+    Ok(data)
+}

@@ -1,0 +1,99 @@
+//! The repository config: sealed JSON. Spec: `format-spec/04-sealed-objects.md`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunker::ChunkerParams;
+use crate::crypto::{Keys, random_array};
+use crate::envelope::{self, Magic};
+use crate::error::{Error, Result};
+
+/// Config document version.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// Argon2id parameters for new key files.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KdfParams {
+    /// Memory in KiB.
+    pub m_kib: u32,
+    /// Iterations.
+    pub t: u32,
+    /// Lanes.
+    pub p: u32,
+}
+
+impl Default for KdfParams {
+    /// 64 MiB, 3 passes, 1 lane: about a quarter of a second here.
+    fn default() -> Self {
+        Self {
+            m_kib: 64 * 1024,
+            t: 3,
+            p: 1,
+        }
+    }
+}
+
+/// The repository's settings.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Config {
+    /// Document version.
+    pub version: u32,
+    /// Random repository id (hex).
+    pub id: String,
+    /// Chunking of files found in directory trees.
+    pub chunker_tree: ChunkerParams,
+    /// Chunking of streams (`--stdin`, `--command`, service dumps).
+    pub chunker_stream: ChunkerParams,
+    /// zstd level for new blobs (0 stores uncompressed).
+    pub zstd_level: i32,
+    /// A pack is closed once it holds this many bytes.
+    pub pack_size: u32,
+    /// Argon2id parameters for new key files.
+    pub kdf: KdfParams,
+}
+
+impl Config {
+    /// Defaults for a new repository.
+    pub fn new(kdf: KdfParams) -> Self {
+        Self {
+            version: CONFIG_VERSION,
+            id: hex::encode(random_array::<16>()),
+            chunker_tree: ChunkerParams::TREE,
+            chunker_stream: ChunkerParams::STREAM,
+            zstd_level: 3,
+            pack_size: 16 * 1024 * 1024,
+            kdf,
+        }
+    }
+
+    /// The sealed file.
+    pub fn seal(&self, keys: &Keys) -> Vec<u8> {
+        envelope::seal_file(
+            keys,
+            Magic::Config,
+            &serde_json::to_vec(self).expect("serialises"),
+        )
+    }
+
+    /// Opens the sealed file and checks its values.
+    pub fn open(keys: &Keys, bytes: &[u8]) -> Result<Self> {
+        let json = envelope::open_file(keys, Magic::Config, bytes, "config")?;
+        let c: Config = serde_json::from_slice(&json)
+            .map_err(|e| Error::corrupt("config", format!("document: {e}")))?;
+        if c.version > CONFIG_VERSION {
+            return Err(Error::NewerFormat {
+                what: "config".into(),
+                found: c.version,
+                supported: CONFIG_VERSION,
+            });
+        }
+        c.chunker_tree.validate()?;
+        c.chunker_stream.validate()?;
+        if !(0..=22).contains(&c.zstd_level)
+            || c.pack_size < 1024 * 1024
+            || c.pack_size > 512 * 1024 * 1024
+        {
+            return Err(Error::corrupt("config", "values out of range"));
+        }
+        Ok(c)
+    }
+}
