@@ -1,0 +1,541 @@
+//! Backup: walks paths and reads one stream, cuts them into chunks, stores the new ones and
+//! writes trees and a snapshot.
+//!
+//! ```text
+//! files / stream ──read──▶ chunker ──▶ batch (≤ 16 MiB) ──rayon──▶ keyed BLAKE3 ids
+//!                                                     ──dedup (index + this session)──▶ new chunks
+//!                                                     ──rayon──▶ zstd ──▶ seal into pack ──▶ packs/
+//! ```
+//! Memory is bounded by one batch, its compressed copy and one open pack, whatever the input.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::blob::{self, BlobKind};
+use crate::chunker::Chunker;
+use crate::error::{Error, Result};
+use crate::fsmeta;
+use crate::id::{BlobId, SnapshotId};
+use crate::pack::PackBuilder;
+use crate::repo::{Repo, pack_name};
+use crate::snapshot::{SNAPSHOT_VERSION, Snapshot, Summary};
+use crate::tree::{Entry, Node, Part, Tree};
+
+const BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// Where a backup's stream comes from.
+pub enum StreamSource {
+    /// Any reader (standard input).
+    Reader(Box<dyn Read + Send>),
+    /// The standard output of `sh -c COMMAND`; the backup fails unless it exits 0.
+    Command(String),
+}
+
+/// A stream stored as one file in the snapshot's root.
+pub struct Stream {
+    /// The file name in the snapshot.
+    pub name: String,
+    /// Where its bytes come from.
+    pub source: StreamSource,
+}
+
+/// What to back up and how to label it.
+#[derive(Default)]
+pub struct BackupOptions {
+    /// Paths, each stored under the root by its base name.
+    pub paths: Vec<PathBuf>,
+    /// Service label.
+    pub service: Option<String>,
+    /// Revision label.
+    pub revision: Option<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+}
+
+/// Hears about a backup's progress. Every method has a silent default.
+pub trait Progress: Sync {
+    /// `n` more bytes were read.
+    fn bytes(&self, _n: u64) {}
+    /// Something was skipped or could not be read.
+    fn warn(&self, _msg: &str) {}
+}
+
+/// A progress sink that ignores everything.
+pub struct Silent;
+impl Progress for Silent {}
+
+/// Outcome of a backup.
+pub struct BackupResult {
+    /// The new snapshot's id.
+    pub id: SnapshotId,
+    /// The snapshot.
+    pub snapshot: Snapshot,
+    /// Entries that could not be read (each also went to [`Progress::warn`]).
+    pub warnings: Vec<String>,
+}
+
+/// Checks a name that will become one path component in a snapshot.
+pub fn valid_component(name: &[u8]) -> bool {
+    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+}
+
+/// Runs a backup and writes its snapshot.
+pub fn backup(
+    repo: &Repo,
+    opts: &BackupOptions,
+    stream: Option<Stream>,
+    progress: &dyn Progress,
+) -> Result<BackupResult> {
+    let started = Instant::now();
+    let _lock = repo.lock(false, "backup")?;
+    let mut a = Archiver::new(repo, progress)?;
+    let mut root: Vec<(Entry, Option<usize>)> = Vec::new();
+    let mut names = HashSet::new();
+    let mut shown = Vec::new();
+    for p in &opts.paths {
+        let name = base_name(p)?;
+        if !names.insert(name.clone()) {
+            return Err(Error::Invalid(format!(
+                "two paths have the base name {:?}; each path is stored under its base name",
+                String::from_utf8_lossy(&name)
+            )));
+        }
+        std::fs::symlink_metadata(p).map_err(|e| Error::io(p, e))?;
+        let mut rel = vec![name.clone()];
+        if let Some(e) = a.entry(p, name, &mut rel)? {
+            root.push(e);
+        }
+        shown.push(p.display().to_string());
+    }
+    if let Some(s) = stream {
+        if !valid_component(s.name.as_bytes()) {
+            return Err(Error::Invalid(format!(
+                "{:?} cannot be a file name in a snapshot",
+                s.name
+            )));
+        }
+        if !names.insert(s.name.as_bytes().to_vec()) {
+            return Err(Error::Invalid(format!(
+                "the stream name {:?} clashes with a path's base name",
+                s.name
+            )));
+        }
+        shown.push(format!("<{}>", s.name));
+        root.push(a.stream(s)?);
+    }
+    if root.is_empty() {
+        return Err(Error::Invalid(
+            "nothing to back up: give paths, --stdin or --command".into(),
+        ));
+    }
+    let tree_id = a.finish_dir(root)?;
+    a.finish_pack()?;
+    repo.index().flush()?;
+    let mut summary = a.summary;
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    let snapshot = Snapshot {
+        version: SNAPSHOT_VERSION,
+        time_ns: crate::now_ns(),
+        hostname: crate::lock::hostname(),
+        username: std::env::var("USER").unwrap_or_default(),
+        paths: shown,
+        tree: tree_id,
+        service: opts.service.clone(),
+        revision: opts.revision.clone(),
+        tags: opts.tags.clone(),
+        parent: None,
+        summary,
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok(BackupResult {
+        id,
+        snapshot,
+        warnings: a.warnings,
+    })
+}
+
+fn base_name(p: &Path) -> Result<Vec<u8>> {
+    let abs = if p.file_name().is_some() {
+        p.to_path_buf()
+    } else {
+        std::fs::canonicalize(p).map_err(|e| Error::io(p, e))?
+    };
+    abs.file_name()
+        .map(|n| n.as_bytes().to_vec())
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "{} has no base name to store it under",
+                p.display()
+            ))
+        })
+}
+
+struct Archiver<'r> {
+    repo: &'r Repo,
+    progress: &'r dyn Progress,
+    tree_chunker: Chunker,
+    stream_chunker: Chunker,
+    level: i32,
+    pack: Option<PackBuilder>,
+    session: HashSet<BlobId>,
+    batch: Vec<(usize, Vec<u8>)>,
+    batch_bytes: usize,
+    contents: Vec<Vec<Part>>,
+    hardlinks: HashMap<(u64, u64), Vec<Vec<u8>>>,
+    summary: Summary,
+    warnings: Vec<String>,
+}
+
+impl<'r> Archiver<'r> {
+    fn new(repo: &'r Repo, progress: &'r dyn Progress) -> Result<Self> {
+        Ok(Self {
+            repo,
+            progress,
+            tree_chunker: repo.tree_chunker()?,
+            stream_chunker: repo.stream_chunker()?,
+            level: repo.config().zstd_level,
+            pack: None,
+            session: HashSet::new(),
+            batch: Vec::new(),
+            batch_bytes: 0,
+            contents: Vec::new(),
+            hardlinks: HashMap::new(),
+            summary: Summary::default(),
+            warnings: Vec::new(),
+        })
+    }
+
+    fn warn(&mut self, msg: String) {
+        self.progress.warn(&msg);
+        self.warnings.push(msg);
+        self.summary.skipped += 1;
+    }
+
+    /// One filesystem entry; `None` when it was skipped with a warning.
+    fn entry(
+        &mut self,
+        path: &Path,
+        name: Vec<u8>,
+        rel: &mut Vec<Vec<u8>>,
+    ) -> Result<Option<(Entry, Option<usize>)>> {
+        let md = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => {
+                self.warn(format!("{}: {e}", path.display()));
+                return Ok(None);
+            }
+        };
+        let ft = md.file_type();
+        let mut entry = Entry {
+            name,
+            node: Node::Fifo,
+            mode: md.mode(),
+            uid: md.uid(),
+            gid: md.gid(),
+            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+            ino: md.ino(),
+            size: 0,
+            xattrs: fsmeta::read_xattrs(path),
+        };
+        let mut slot = None;
+        if ft.is_dir() {
+            let id = match self.dir(path, rel)? {
+                Some(id) => id,
+                None => return Ok(None),
+            };
+            entry.node = Node::Dir(id);
+            self.summary.dirs += 1;
+        } else if ft.is_file() {
+            entry.size = md.size();
+            if md.nlink() > 1 {
+                if let Some(first) = self.hardlinks.get(&(md.dev(), md.ino())) {
+                    entry.node = Node::HardLink(first.clone());
+                    self.summary.others += 1;
+                    return Ok(Some((entry, None)));
+                }
+                self.hardlinks.insert((md.dev(), md.ino()), rel.clone());
+            }
+            let file = match File::open(path) {
+                Ok(f) => f,
+                Err(e) => {
+                    self.hardlinks.remove(&(md.dev(), md.ino()));
+                    self.warn(format!("{}: {e}", path.display()));
+                    return Ok(None);
+                }
+            };
+            let chunker = self.tree_chunker.clone();
+            match self.data(file, &chunker)? {
+                Ok((s, n)) => {
+                    entry.size = n;
+                    slot = Some(s);
+                }
+                Err(e) => {
+                    self.hardlinks.remove(&(md.dev(), md.ino()));
+                    self.warn(format!("{}: {e}", path.display()));
+                    return Ok(None);
+                }
+            }
+            entry.node = Node::File(Vec::new());
+            self.summary.files += 1;
+        } else if ft.is_symlink() {
+            match std::fs::read_link(path) {
+                Ok(t) => entry.node = Node::Symlink(t.as_os_str().as_bytes().to_vec()),
+                Err(e) => {
+                    self.warn(format!("{}: {e}", path.display()));
+                    return Ok(None);
+                }
+            }
+            self.summary.others += 1;
+        } else if ft.is_char_device() {
+            entry.node = Node::CharDevice(md.rdev());
+            self.summary.others += 1;
+        } else if ft.is_block_device() {
+            entry.node = Node::BlockDevice(md.rdev());
+            self.summary.others += 1;
+        } else if ft.is_fifo() {
+            entry.node = Node::Fifo;
+            self.summary.others += 1;
+        } else {
+            self.warn(format!(
+                "{}: sockets are not stored; skipped",
+                path.display()
+            ));
+            return Ok(None);
+        }
+        Ok(Some((entry, slot)))
+    }
+
+    /// A directory's tree id; `None` when it cannot be read (warned).
+    fn dir(&mut self, path: &Path, rel: &mut Vec<Vec<u8>>) -> Result<Option<BlobId>> {
+        let rd = match std::fs::read_dir(path) {
+            Ok(rd) => rd,
+            Err(e) => {
+                self.warn(format!("{}: {e}", path.display()));
+                return Ok(None);
+            }
+        };
+        let mut names: Vec<OsString> = Vec::new();
+        for ent in rd {
+            match ent {
+                Ok(e) => names.push(e.file_name()),
+                Err(e) => self.warn(format!("{}: {e}", path.display())),
+            }
+        }
+        names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut entries = Vec::with_capacity(names.len());
+        for n in names {
+            let child = path.join(&n);
+            rel.push(n.as_bytes().to_vec());
+            let e = self.entry(&child, n.as_bytes().to_vec(), rel);
+            rel.pop();
+            if let Some(e) = e? {
+                entries.push(e);
+            }
+        }
+        self.finish_dir(entries).map(Some)
+    }
+
+    /// Resolves the pending file contents of `entries` and stores their tree.
+    fn finish_dir(&mut self, mut entries: Vec<(Entry, Option<usize>)>) -> Result<BlobId> {
+        if entries.iter().any(|(_, s)| s.is_some()) {
+            self.flush()?;
+        }
+        entries.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        let mut tree = Tree {
+            entries: Vec::with_capacity(entries.len()),
+        };
+        for (mut e, slot) in entries {
+            if let Some(s) = slot {
+                e.node = Node::File(std::mem::take(&mut self.contents[s]));
+            }
+            tree.entries.push(e);
+        }
+        let data = tree.encode();
+        let id = self.repo.keys().tree_id(&data);
+        if !self.known(&id)? {
+            let enc = blob::encode(&data, self.level);
+            self.session.insert(id);
+            self.add_blob(id, BlobKind::Tree, data.len() as u32, &enc)?;
+        }
+        Ok(id)
+    }
+
+    /// The stream as a root entry.
+    fn stream(&mut self, s: Stream) -> Result<(Entry, Option<usize>)> {
+        let now = crate::now_ns();
+        let chunker = self.stream_chunker.clone();
+        let (slot, size) = match s.source {
+            StreamSource::Reader(r) => self
+                .data(r, &chunker)?
+                .map_err(|e| Error::io("<stdin>", e))?,
+            StreamSource::Command(cmd) => {
+                let mut child = spawn(&cmd)?;
+                let out = child.stdout.take().expect("piped");
+                let read = self.data(out, &chunker);
+                let status = child.wait().map_err(|e| Error::CommandFailed {
+                    command: cmd.clone(),
+                    why: e.to_string(),
+                })?;
+                let read = read?;
+                if !status.success() {
+                    return Err(Error::CommandFailed {
+                        command: cmd,
+                        why: describe_status(status),
+                    });
+                }
+                read.map_err(|e| Error::CommandFailed {
+                    command: cmd,
+                    why: format!("reading its output: {e}"),
+                })?
+            }
+        };
+        self.summary.files += 1;
+        let entry = Entry {
+            name: s.name.into_bytes(),
+            node: Node::File(Vec::new()),
+            mode: 0o100600,
+            // SAFETY: getuid/getgid have no preconditions.
+            uid: unsafe { libc::getuid() },
+            // SAFETY: as above.
+            gid: unsafe { libc::getgid() },
+            mtime_ns: now,
+            ctime_ns: now,
+            ino: 0,
+            size,
+            xattrs: Vec::new(),
+        };
+        Ok((entry, Some(slot)))
+    }
+
+    /// Chunks a reader into the batch. The outer error is the repository's; the inner one is
+    /// the source's (a file that could not be read is skipped, the repository is fine).
+    fn data<R: Read>(
+        &mut self,
+        reader: R,
+        chunker: &Chunker,
+    ) -> Result<std::io::Result<(usize, u64)>> {
+        let slot = self.contents.len();
+        self.contents.push(Vec::new());
+        let mut stream = chunker.stream(reader);
+        let mut total = 0u64;
+        loop {
+            match stream.next_chunk() {
+                Ok(Some(chunk)) => {
+                    total += chunk.len() as u64;
+                    self.progress.bytes(chunk.len() as u64);
+                    self.batch_bytes += chunk.len();
+                    self.batch.push((slot, chunk));
+                    if self.batch_bytes >= BATCH_BYTES {
+                        self.flush()?;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        self.summary.bytes += total;
+        Ok(Ok((slot, total)))
+    }
+
+    fn known(&self, id: &BlobId) -> Result<bool> {
+        Ok(self.session.contains(id) || self.repo.index().contains(id)?)
+    }
+
+    /// Hashes the batch, stores its new chunks, and appends parts to their files.
+    fn flush(&mut self) -> Result<()> {
+        let items = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        if items.is_empty() {
+            return Ok(());
+        }
+        let keys = self.repo.keys();
+        let ids: Vec<BlobId> = items.par_iter().map(|(_, d)| keys.chunk_id(d)).collect();
+        let mut fresh = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            if !self.known(id)? {
+                self.session.insert(*id);
+                fresh.push(i);
+            }
+        }
+        let level = self.level;
+        let encoded: Vec<(usize, Vec<u8>)> = fresh
+            .par_iter()
+            .map(|&i| (i, blob::encode(&items[i].1, level)))
+            .collect();
+        for (i, enc) in encoded {
+            self.add_blob(ids[i], BlobKind::Data, items[i].1.len() as u32, &enc)?;
+        }
+        for (i, (slot, data)) in items.iter().enumerate() {
+            self.contents[*slot].push(Part {
+                kind: 0,
+                id: ids[i],
+                len: data.len() as u32,
+            });
+        }
+        Ok(())
+    }
+
+    fn add_blob(&mut self, id: BlobId, kind: BlobKind, raw_len: u32, encoded: &[u8]) -> Result<()> {
+        let pack = self
+            .pack
+            .get_or_insert_with(|| PackBuilder::new(self.repo.keys()));
+        pack.add(id, kind, raw_len, encoded);
+        self.summary.new_blobs += 1;
+        self.summary.new_raw_bytes += raw_len as u64;
+        if pack.len() >= self.repo.config().pack_size as usize {
+            self.finish_pack()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the open pack durably, then indexes it.
+    fn finish_pack(&mut self) -> Result<()> {
+        let Some(pack) = self.pack.take() else {
+            return Ok(());
+        };
+        if pack.is_empty() {
+            return Ok(());
+        }
+        let (id, bytes, entries) = pack.finish();
+        self.repo.backend().write(&pack_name(&id), &bytes)?;
+        self.repo
+            .index()
+            .add_pack(&id, bytes.len() as u64, &entries)?;
+        self.summary.added_bytes += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// Starts `sh -c cmd` with its standard output piped.
+pub fn spawn(cmd: &str) -> Result<Child> {
+    Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::CommandFailed {
+            command: cmd.to_string(),
+            why: format!("cannot start: {e}"),
+        })
+}
+
+/// "exit status 3" or "killed by signal 9".
+pub fn describe_status(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (None, Some(s)) => format!("killed by signal {s}"),
+        _ => status.to_string(),
+    }
+}

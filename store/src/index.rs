@@ -1,0 +1,304 @@
+//! The RocksDB index: a cache of what pack tables and snapshot files say, rebuilt from them by
+//! `cairn index rebuild`. Spec of the key layout: `format-spec/08-index.md`.
+//!
+//! Every key is an id or a keyed hash, so no file name, service or revision label is stored
+//! in RocksDB's files:
+//!
+//! ```text
+//! 'b' blob id [32]                        → pack id [32] | offset u64 | stored u32 | raw u32 | slot u32 | kind u8
+//! 'p' pack id [32]                        → size u64 | blobs u32
+//! 's' snapshot id [32]                    → label hash [16] | time i64 (ns)
+//! 'l' label hash [16] | time u64 BE | id  → (empty)   one per snapshot with service and revision
+//! ```
+
+use std::path::Path;
+
+use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
+
+use crate::blob::BlobKind;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, PackId, SnapshotId};
+use crate::pack;
+
+/// Where a blob lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// The pack.
+    pub pack: PackId,
+    /// Offset of the sealed blob in the pack.
+    pub offset: u64,
+    /// Sealed length.
+    pub stored_len: u32,
+    /// Plaintext length.
+    pub raw_len: u32,
+    /// Slot in the pack (its nonce).
+    pub slot: u32,
+    /// Kind.
+    pub kind: BlobKind,
+}
+
+impl Location {
+    fn encode(&self) -> [u8; 53] {
+        let mut v = [0u8; 53];
+        v[..32].copy_from_slice(&self.pack.0);
+        v[32..40].copy_from_slice(&self.offset.to_le_bytes());
+        v[40..44].copy_from_slice(&self.stored_len.to_le_bytes());
+        v[44..48].copy_from_slice(&self.raw_len.to_le_bytes());
+        v[48..52].copy_from_slice(&self.slot.to_le_bytes());
+        v[52] = self.kind as u8;
+        v
+    }
+    fn decode(v: &[u8]) -> Result<Self> {
+        if v.len() != 53 {
+            return Err(Error::Index(
+                "blob entry of the wrong length: run `cairn index rebuild`".into(),
+            ));
+        }
+        Ok(Self {
+            pack: PackId(v[..32].try_into().expect("32")),
+            offset: u64::from_le_bytes(v[32..40].try_into().expect("8")),
+            stored_len: u32::from_le_bytes(v[40..44].try_into().expect("4")),
+            raw_len: u32::from_le_bytes(v[44..48].try_into().expect("4")),
+            slot: u32::from_le_bytes(v[48..52].try_into().expect("4")),
+            kind: BlobKind::from_u8(v[52], "index entry")?,
+        })
+    }
+}
+
+/// The open index.
+pub struct Index {
+    db: DB,
+}
+
+fn ix(e: rocksdb::Error) -> Error {
+    let s = e.to_string();
+    if s.contains("lock") && (s.contains("LOCK") || s.contains("Resource temporarily unavailable"))
+    {
+        Error::Locked("another cairn process is writing to this repository's index".into())
+    } else if s.contains("No space left") {
+        Error::NoSpace {
+            path: "index".into(),
+        }
+    } else {
+        Error::Index(s)
+    }
+}
+
+fn key(prefix: u8, id: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + id.len());
+    k.push(prefix);
+    k.extend_from_slice(id);
+    k
+}
+
+impl Index {
+    /// Opens (creating if needed) the index for writing. One process at a time.
+    pub fn open_rw(dir: &Path) -> Result<Self> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_keep_log_file_num(2);
+        opts.set_max_log_file_size(1 << 20);
+        let db = DB::open(&opts, dir).map_err(ix)?;
+        Ok(Self { db })
+    }
+
+    /// Opens an existing index for reading; works while another process writes.
+    pub fn open_ro(dir: &Path) -> Result<Self> {
+        if !dir.join("CURRENT").exists() {
+            return Err(Error::Index(format!(
+                "{} is missing: run `cairn index rebuild`",
+                dir.display()
+            )));
+        }
+        let opts = Options::default();
+        let db = DB::open_for_read_only(&opts, dir, false).map_err(ix)?;
+        Ok(Self { db })
+    }
+
+    /// A blob's location.
+    pub fn get(&self, id: &BlobId) -> Result<Option<Location>> {
+        match self.db.get_pinned(key(b'b', &id.0)).map_err(ix)? {
+            Some(v) => Ok(Some(Location::decode(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether a blob is indexed.
+    pub fn contains(&self, id: &BlobId) -> Result<bool> {
+        Ok(self.db.get_pinned(key(b'b', &id.0)).map_err(ix)?.is_some())
+    }
+
+    /// Records a pack and all its blobs.
+    pub fn add_pack(&self, id: &PackId, size: u64, entries: &[pack::Entry]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for (i, e) in entries.iter().enumerate() {
+            let loc = Location {
+                pack: *id,
+                offset: e.offset,
+                stored_len: e.stored_len,
+                raw_len: e.raw_len,
+                slot: i as u32,
+                kind: e.kind,
+            };
+            batch.put(key(b'b', &e.id.0), loc.encode());
+        }
+        let mut pv = Vec::with_capacity(12);
+        pv.extend_from_slice(&size.to_le_bytes());
+        pv.extend_from_slice(&(entries.len() as u32).to_le_bytes());
+        batch.put(key(b'p', &id.0), pv);
+        self.db
+            .write_opt(batch, &WriteOptions::default())
+            .map_err(ix)
+    }
+
+    /// Whether a pack is indexed.
+    pub fn has_pack(&self, id: &PackId) -> Result<bool> {
+        Ok(self.db.get_pinned(key(b'p', &id.0)).map_err(ix)?.is_some())
+    }
+
+    /// Every indexed pack with its size and blob count.
+    pub fn packs(&self) -> Result<Vec<(PackId, u64, u32)>> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(b"p", Direction::Forward))
+        {
+            let (k, v) = item.map_err(ix)?;
+            if k.first() != Some(&b'p') {
+                break;
+            }
+            if k.len() != 33 || v.len() != 12 {
+                return Err(Error::Index(
+                    "pack entry of the wrong length: run `cairn index rebuild`".into(),
+                ));
+            }
+            out.push((
+                PackId(k[1..].try_into().expect("32")),
+                u64::from_le_bytes(v[..8].try_into().expect("8")),
+                u32::from_le_bytes(v[8..].try_into().expect("4")),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Records a snapshot under its label hash (all zeros for an unlabelled one).
+    pub fn add_snapshot(
+        &self,
+        id: &SnapshotId,
+        label: Option<[u8; 16]>,
+        time_ns: i64,
+    ) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        let mut v = Vec::with_capacity(24);
+        v.extend_from_slice(&label.unwrap_or([0; 16]));
+        v.extend_from_slice(&time_ns.to_le_bytes());
+        batch.put(key(b's', &id.0), v);
+        if let Some(l) = label {
+            batch.put(label_key(&l, time_ns, id), b"");
+        }
+        self.db
+            .write_opt(batch, &WriteOptions::default())
+            .map_err(ix)
+    }
+
+    /// Whether a snapshot is indexed.
+    pub fn has_snapshot(&self, id: &SnapshotId) -> Result<bool> {
+        Ok(self.db.get_pinned(key(b's', &id.0)).map_err(ix)?.is_some())
+    }
+
+    /// Forgets a snapshot.
+    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        let Some(v) = self.db.get(key(b's', &id.0)).map_err(ix)? else {
+            return Ok(());
+        };
+        let mut batch = WriteBatch::default();
+        if v.len() == 24 {
+            let l: [u8; 16] = v[..16].try_into().expect("16");
+            let t = i64::from_le_bytes(v[16..].try_into().expect("8"));
+            batch.delete(label_key(&l, t, id));
+        }
+        batch.delete(key(b's', &id.0));
+        self.db
+            .write_opt(batch, &WriteOptions::default())
+            .map_err(ix)
+    }
+
+    /// Every indexed snapshot id.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotId>> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(b"s", Direction::Forward))
+        {
+            let (k, _) = item.map_err(ix)?;
+            if k.first() != Some(&b's') {
+                break;
+            }
+            if k.len() == 33 {
+                out.push(SnapshotId(k[1..].try_into().expect("32")));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Snapshots with a label hash, oldest first.
+    pub fn by_label(&self, label: &[u8; 16]) -> Result<Vec<SnapshotId>> {
+        let mut prefix = vec![b'l'];
+        prefix.extend_from_slice(label);
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(&prefix, Direction::Forward))
+        {
+            let (k, _) = item.map_err(ix)?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            if k.len() == 1 + 16 + 8 + 32 {
+                out.push(SnapshotId(k[25..].try_into().expect("32")));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops packs (and every blob entry pointing into them) from the index; returns how
+    /// many packs were dropped.
+    pub fn remove_packs(&self, gone: &[PackId]) -> Result<u64> {
+        let gone: std::collections::HashSet<&PackId> = gone.iter().collect();
+        let mut batch = WriteBatch::default();
+        for item in self
+            .db
+            .iterator(IteratorMode::From(b"b", Direction::Forward))
+        {
+            let (k, v) = item.map_err(ix)?;
+            if k.first() != Some(&b'b') {
+                break;
+            }
+            if v.len() >= 32 && gone.contains(&PackId(v[..32].try_into().expect("32"))) {
+                batch.delete(&k);
+            }
+        }
+        for p in &gone {
+            batch.delete(key(b'p', &p.0));
+        }
+        self.db
+            .write_opt(batch, &WriteOptions::default())
+            .map_err(ix)?;
+        Ok(gone.len() as u64)
+    }
+
+    /// Writes memtables to disk.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(ix)
+    }
+}
+
+fn label_key(label: &[u8; 16], time_ns: i64, id: &SnapshotId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(57);
+    k.push(b'l');
+    k.extend_from_slice(label);
+    // Offset binary so that negative times still sort before positive ones.
+    k.extend_from_slice(&((time_ns as u64) ^ (1 << 63)).to_be_bytes());
+    k.extend_from_slice(&id.0);
+    k
+}

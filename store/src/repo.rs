@@ -1,0 +1,557 @@
+//! An open repository: keys, config, backend and index, and the write ordering that keeps
+//! them consistent. Spec: `format-spec/01-layout.md`.
+//!
+//! Write ordering (the only place it is enforced):
+//! 1. a pack is written whole, fsync'd and renamed into `packs/` before anything refers to it;
+//! 2. only then are its blobs added to the index;
+//! 3. a snapshot file is written last, after every blob its trees reach is in a durable pack.
+//!
+//! A crash between 1 and 2 leaves a pack the index does not know; opening for writing finds it
+//! and indexes it, so the next backup reuses it. The index is a cache: `rebuild_index` makes
+//! it again from pack tables and snapshot files.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::backend::{Backend, LocalBackend};
+use crate::blob::{self, BlobKind};
+use crate::chunker::Chunker;
+use crate::config::{Config, KdfParams};
+use crate::crypto::{Keys, MasterKey, ObjectKey, random_array};
+use crate::envelope::HEADER_LEN;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, PackId, SnapshotId};
+use crate::index::{Index, Location};
+use crate::keyfile;
+use crate::lock::{self, Lock};
+use crate::pack;
+use crate::snapshot::Snapshot;
+use crate::tree::Tree;
+
+/// How a repository is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Reads only; the index is opened read-only and other processes may write meanwhile.
+    Read,
+    /// Writes; takes the index's process lock.
+    Write,
+    /// Keys and config only, no index (key management works while others write).
+    Keys,
+}
+
+/// The file name of a pack.
+pub fn pack_name(id: &PackId) -> String {
+    let h = id.to_hex();
+    format!("packs/{}/{}", &h[..2], h)
+}
+
+/// An open repository.
+pub struct Repo {
+    backend: Arc<dyn Backend>,
+    root: PathBuf,
+    keys: Keys,
+    master: MasterKey,
+    config: Config,
+    index: Option<Index>,
+    key_name: String,
+    pack_keys: Mutex<HashMap<PackId, ObjectKey>>,
+}
+
+fn whoami() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Creates a repository at `path` with one key file for `password`.
+pub fn init(path: &Path, password: &[u8], kdf: KdfParams) -> Result<()> {
+    if path.exists() {
+        let mut rd = std::fs::read_dir(path).map_err(|e| Error::io(path, e))?;
+        if rd.next().is_some() {
+            return Err(Error::AlreadyExists(path.to_path_buf()));
+        }
+    }
+    std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io(path, e))?;
+    let backend = LocalBackend::new(path);
+    for d in ["keys", "packs", "snapshots", "locks"] {
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(path.join(d))
+            .map_err(|e| Error::io(path.join(d), e))?;
+    }
+    let master = MasterKey::generate();
+    let keys = Keys::derive(&master);
+    let config = Config::new(kdf);
+    let kf = keyfile::create(
+        &master,
+        password,
+        kdf,
+        &lock::hostname(),
+        &whoami(),
+        crate::now_ns(),
+    )?;
+    backend.write(&format!("keys/{}", hex::encode(random_array::<16>())), &kf)?;
+    backend.write("config", &config.seal(&keys))?;
+    // An empty index, so read-only commands work before the first backup.
+    Index::open_rw(&path.join("index"))?.flush()?;
+    Ok(())
+}
+
+use std::os::unix::fs::DirBuilderExt;
+
+impl Repo {
+    /// Opens the repository at `path` with `password`.
+    pub fn open(path: &Path, password: &[u8], mode: Mode) -> Result<Self> {
+        let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(path));
+        if !backend.exists("config")? {
+            return Err(Error::NoRepository(path.to_path_buf()));
+        }
+        let (master, key_name) = unlock(backend.as_ref(), password)?;
+        let keys = Keys::derive(&master);
+        let config = Config::open(&keys, &backend.read("config")?)?;
+        let index_dir = path.join("index");
+        let index = match mode {
+            Mode::Read => Some(Index::open_ro(&index_dir)?),
+            Mode::Write => Some(Index::open_rw(&index_dir)?),
+            Mode::Keys => None,
+        };
+        let repo = Self {
+            backend,
+            root: path.to_path_buf(),
+            keys,
+            master,
+            config,
+            index,
+            key_name,
+            pack_keys: Mutex::new(HashMap::new()),
+        };
+        if mode == Mode::Write {
+            repo.sync_index()?;
+        }
+        Ok(repo)
+    }
+
+    /// The derived keys.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// The index. Only a repository opened with [`Mode::Keys`] has none, and nothing that
+    /// reads data is reachable from such a handle.
+    pub fn index(&self) -> &Index {
+        self.index
+            .as_ref()
+            .expect("repository opened without an index")
+    }
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+    /// The repository directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// The key file the password opened.
+    pub fn key_name(&self) -> &str {
+        &self.key_name
+    }
+
+    /// Takes a repository lock.
+    pub fn lock(&self, exclusive: bool, command: &str) -> Result<Lock> {
+        lock::acquire(&self.backend, &self.keys, exclusive, command)
+    }
+
+    /// The chunker for files in trees.
+    pub fn tree_chunker(&self) -> Result<Chunker> {
+        Chunker::new(self.keys.gear_table(), self.config.chunker_tree)
+    }
+    /// The chunker for streams.
+    pub fn stream_chunker(&self) -> Result<Chunker> {
+        Chunker::new(self.keys.gear_table(), self.config.chunker_stream)
+    }
+
+    /// Reads and authenticates a pack's table.
+    pub fn pack_toc(&self, id: &PackId) -> Result<Vec<pack::Entry>> {
+        let name = pack_name(id);
+        let what = format!("pack {}", id.short());
+        let size = self.backend.size(&name)?;
+        if size < (HEADER_LEN + 4) as u64 {
+            return Err(Error::corrupt(&what, format!("truncated ({size} bytes)")));
+        }
+        let trailer: [u8; 4] = self
+            .backend
+            .read_at(&name, size - 4, 4)?
+            .try_into()
+            .expect("4");
+        let (off, len) = pack::toc_range(size, trailer, &what)?;
+        let head = self.backend.read_at(&name, 0, HEADER_LEN as u64)?;
+        let toc = self.backend.read_at(&name, off, len as u64)?;
+        pack::open_toc(&self.keys, &head, &toc, off, &what)
+    }
+
+    fn pack_key(&self, id: &PackId) -> Result<ObjectKey> {
+        if let Some(k) = self.pack_keys.lock().expect("not poisoned").get(id) {
+            return Ok(k.clone());
+        }
+        let head = self.backend.read_at(&pack_name(id), 0, HEADER_LEN as u64)?;
+        let k = pack::pack_key(&self.keys, &head, &format!("pack {}", id.short()))?;
+        self.pack_keys
+            .lock()
+            .expect("not poisoned")
+            .insert(*id, k.clone());
+        Ok(k)
+    }
+
+    /// Where a blob is, or an error naming it when the index does not know it.
+    pub fn locate(&self, id: &BlobId) -> Result<Location> {
+        self.index().get(id)?.ok_or_else(|| {
+            Error::corrupt(
+                format!("blob {}", id.short()),
+                "not in the index (its pack is missing; try `cairn index rebuild`)",
+            )
+        })
+    }
+
+    /// Reads, authenticates, decompresses and re-hashes a blob.
+    pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = self.locate(id)?;
+        let what = format!("pack {}", loc.pack.short());
+        let sealed = self
+            .backend
+            .read_at(&pack_name(&loc.pack), loc.offset, loc.stored_len as u64)
+            .map_err(|e| match e {
+                Error::NotFound(_) => Error::corrupt(&what, "pack file is missing"),
+                e => e,
+            })?;
+        let key = self.pack_key(&loc.pack)?;
+        let data = blob::open(&key, loc.slot, id, loc.kind, loc.raw_len, &sealed, &what)?;
+        let check = match loc.kind {
+            BlobKind::Tree => self.keys.tree_id(&data),
+            _ => self.keys.chunk_id(&data),
+        };
+        if check != *id {
+            return Err(Error::corrupt(
+                &what,
+                format!("blob {} does not hash to its id", id.short()),
+            ));
+        }
+        Ok(data)
+    }
+
+    /// Loads a tree blob.
+    pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
+        let data = self.read_blob(id)?;
+        Tree::decode(&data, &format!("tree {}", id.short()))
+    }
+
+    /// Writes a snapshot file (after every pack it needs is durable) and indexes it.
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
+        let (id, bytes) = snap.seal(&self.keys);
+        self.backend
+            .write(&format!("snapshots/{}", id.to_hex()), &bytes)?;
+        self.index()
+            .add_snapshot(&id, self.label_of(snap), snap.time_ns)?;
+        self.index().flush()?;
+        Ok(id)
+    }
+
+    fn label_of(&self, snap: &Snapshot) -> Option<[u8; 16]> {
+        match (&snap.service, &snap.revision) {
+            (Some(s), Some(r)) => Some(self.label_hash(s, r)),
+            _ => None,
+        }
+    }
+
+    /// The index key of `service@revision`.
+    pub fn label_hash(&self, service: &str, revision: &str) -> [u8; 16] {
+        self.keys
+            .label_hash(&[service.as_bytes(), revision.as_bytes()])
+    }
+
+    /// Reads one snapshot file.
+    pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let bytes = self.backend.read(&format!("snapshots/{}", id.to_hex()))?;
+        Snapshot::open(&self.keys, id, &bytes)
+    }
+
+    /// Every snapshot id, from the files.
+    pub fn snapshot_ids(&self) -> Result<Vec<SnapshotId>> {
+        let mut out = Vec::new();
+        for name in self.backend.list("snapshots")? {
+            let file = name.rsplit('/').next().unwrap_or_default();
+            if let Ok(id) = SnapshotId::from_hex(file) {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every snapshot, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
+        let mut out = Vec::new();
+        for id in self.snapshot_ids()? {
+            out.push((id, self.load_snapshot(&id)?));
+        }
+        out.sort_by_key(|(id, s)| (s.time_ns, *id));
+        Ok(out)
+    }
+
+    /// Resolves `latest`, `SERVICE@REV`, `SERVICE@REV~N` or an id prefix.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
+        if spec == "latest" {
+            return self
+                .snapshots()?
+                .pop()
+                .ok_or_else(|| Error::NotFound("the repository has no snapshots".into()));
+        }
+        if let Some((service, rest)) = spec.split_once('@') {
+            let (revision, back) = match rest.rsplit_once('~') {
+                Some((r, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => (
+                    r,
+                    n.parse::<usize>()
+                        .map_err(|_| Error::Invalid(format!("bad ~N in {spec:?}")))?,
+                ),
+                _ => (rest, 0),
+            };
+            let ids = self.index().by_label(&self.label_hash(service, revision))?;
+            if ids.is_empty() {
+                return Err(Error::NotFound(format!(
+                    "no snapshot of {service}@{revision}"
+                )));
+            }
+            let Some(id) = ids.len().checked_sub(1 + back).map(|i| ids[i]) else {
+                return Err(Error::NotFound(format!(
+                    "{service}@{revision} has {} snapshot(s); ~{back} goes past the first",
+                    ids.len()
+                )));
+            };
+            let snap = self.load_snapshot(&id)?;
+            return Ok((id, snap));
+        }
+        let spec_l = spec.to_ascii_lowercase();
+        if spec_l.is_empty() || !spec_l.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Invalid(format!(
+                "{spec:?} is not a snapshot: use an id prefix, `latest` or SERVICE@REVISION"
+            )));
+        }
+        let matches: Vec<_> = self
+            .snapshot_ids()?
+            .into_iter()
+            .filter(|id| id.to_hex().starts_with(&spec_l))
+            .collect();
+        match matches.as_slice() {
+            [id] => Ok((*id, self.load_snapshot(id)?)),
+            [] => Err(Error::NotFound(format!("no snapshot with id {spec}"))),
+            _ => Err(Error::Invalid(format!(
+                "{spec} matches {} snapshots; give more digits",
+                matches.len()
+            ))),
+        }
+    }
+
+    /// Brings the index up to date with the files: indexes packs and snapshots it lacks, and
+    /// drops entries of packs and snapshots that are gone (so a backup never deduplicates
+    /// against data that no longer exists).
+    pub fn sync_index(&self) -> Result<SyncReport> {
+        let mut report = SyncReport::default();
+        self.backend.clean_temporaries()?;
+        let mut on_disk = std::collections::HashSet::new();
+        for name in self.backend.list("packs")? {
+            let file = name.rsplit('/').next().unwrap_or_default();
+            let Ok(id) = PackId::from_hex(file) else {
+                continue;
+            };
+            on_disk.insert(id);
+            if self.index().has_pack(&id)? {
+                continue;
+            }
+            match self.pack_toc(&id) {
+                Ok(entries) => {
+                    self.index()
+                        .add_pack(&id, self.backend.size(&name)?, &entries)?;
+                    report.packs_added += 1;
+                }
+                Err(e) => report.damaged.push((name, e.to_string())),
+            }
+        }
+        let gone: Vec<PackId> = self
+            .index()
+            .packs()?
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .filter(|id| !on_disk.contains(id))
+            .collect();
+        if !gone.is_empty() {
+            report.packs_removed = self.index().remove_packs(&gone)?;
+        }
+        let snaps: std::collections::HashSet<SnapshotId> =
+            self.snapshot_ids()?.into_iter().collect();
+        for id in &snaps {
+            if !self.index().has_snapshot(id)? {
+                match self.load_snapshot(id) {
+                    Ok(s) => {
+                        self.index()
+                            .add_snapshot(id, self.label_of(&s), s.time_ns)?;
+                        report.snapshots_added += 1;
+                    }
+                    Err(e) => report
+                        .damaged
+                        .push((format!("snapshots/{id}"), e.to_string())),
+                }
+            }
+        }
+        for id in self.index().snapshots()? {
+            if !snaps.contains(&id) {
+                self.index().remove_snapshot(&id)?;
+            }
+        }
+        self.index().flush()?;
+        Ok(report)
+    }
+
+    /// The master key (for key management).
+    pub fn master(&self) -> &MasterKey {
+        &self.master
+    }
+}
+
+/// What [`Repo::sync_index`] or [`rebuild_index`] did.
+#[derive(Debug, Default)]
+pub struct SyncReport {
+    /// Packs newly indexed.
+    pub packs_added: u64,
+    /// Packs dropped from the index because their files are gone.
+    pub packs_removed: u64,
+    /// Snapshots newly indexed.
+    pub snapshots_added: u64,
+    /// Files that could not be read, with why.
+    pub damaged: Vec<(String, String)>,
+}
+
+/// Deletes the index and makes it again from pack tables and snapshot files.
+pub fn rebuild_index(path: &Path, password: &[u8]) -> Result<SyncReport> {
+    let backend = LocalBackend::new(path);
+    if !backend.exists("config")? {
+        return Err(Error::NoRepository(path.to_path_buf()));
+    }
+    // Check the password before deleting anything.
+    unlock(&backend, password)?;
+    let dir = path.join("index");
+    let lock_probe = Repo::open(path, password, Mode::Write);
+    match lock_probe {
+        Ok(repo) => {
+            let _lock = repo.lock(true, "index rebuild")?;
+            drop(repo);
+        }
+        Err(Error::Locked(m)) => return Err(Error::Locked(m)),
+        Err(_) => {}
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    }
+    let repo = Repo::open(path, password, Mode::Write)?;
+    let mut report = SyncReport::default();
+    // `open` already synced: count what is there now.
+    for (_, _, _) in repo.index().packs()? {
+        report.packs_added += 1;
+    }
+    report.snapshots_added = repo.index().snapshots()?.len() as u64;
+    let again = repo.sync_index()?;
+    report.damaged = again.damaged;
+    Ok(report)
+}
+
+/// Tries every key file; returns the master key and the key file's name.
+fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String)> {
+    let mut damaged = Vec::new();
+    let names = backend.list("keys")?;
+    if names.is_empty() {
+        return Err(Error::corrupt("keys/", "the repository has no key files"));
+    }
+    for name in names {
+        let bytes = backend.read(&name)?;
+        match keyfile::open(&bytes, password, &name) {
+            Ok(Some((master, _))) => return Ok((master, name)),
+            Ok(None) => {}
+            Err(e) => damaged.push(e.to_string()),
+        }
+    }
+    if !damaged.is_empty() {
+        eprintln!("warning: unreadable key files: {}", damaged.join("; "));
+    }
+    Err(Error::WrongPassword)
+}
+
+/// Key management.
+impl Repo {
+    /// Every key file with its metadata (only those this password opens show details).
+    pub fn list_keys(&self, password: &[u8]) -> Result<Vec<(String, Option<keyfile::KeyFile>)>> {
+        let mut out = Vec::new();
+        for name in self.backend.list("keys")? {
+            let bytes = self.backend.read(&name)?;
+            let kf = keyfile::open(&bytes, password, &name)
+                .ok()
+                .flatten()
+                .map(|(_, k)| k);
+            out.push((name, kf));
+        }
+        Ok(out)
+    }
+
+    /// Adds a key file wrapping the master key under `new_password`; returns its name.
+    pub fn add_key(&self, new_password: &[u8]) -> Result<String> {
+        let kf = keyfile::create(
+            &self.master,
+            new_password,
+            self.config.kdf,
+            &lock::hostname(),
+            &whoami(),
+            crate::now_ns(),
+        )?;
+        let name = format!("keys/{}", hex::encode(random_array::<16>()));
+        self.backend.write(&name, &kf)?;
+        Ok(name)
+    }
+
+    /// Removes a key file; refuses to remove the last one or the one in use.
+    pub fn remove_key(&self, name: &str) -> Result<()> {
+        let name = if name.starts_with("keys/") {
+            name.to_string()
+        } else {
+            format!("keys/{name}")
+        };
+        let all = self.backend.list("keys")?;
+        let matches: Vec<&String> = all.iter().filter(|n| n.starts_with(&name)).collect();
+        let target = match matches.as_slice() {
+            [one] => (*one).clone(),
+            [] => return Err(Error::NotFound(format!("no key file {name}"))),
+            _ => return Err(Error::Invalid(format!("{name} matches several key files"))),
+        };
+        if target == self.key_name {
+            return Err(Error::Invalid(
+                "refusing to remove the key file this password opened; open with another key"
+                    .into(),
+            ));
+        }
+        if all.len() <= 1 {
+            return Err(Error::Invalid(
+                "refusing to remove the last key file".into(),
+            ));
+        }
+        self.backend.remove(&target)
+    }
+
+    /// Replaces the key file in use with one for `new_password` (the new file is written first).
+    pub fn change_password(&self, new_password: &[u8]) -> Result<String> {
+        let name = self.add_key(new_password)?;
+        self.backend.remove(&self.key_name)?;
+        Ok(name)
+    }
+}
