@@ -1,0 +1,48 @@
+//! One module per command.
+
+pub mod backup;
+pub mod demo;
+pub mod dump;
+pub mod index;
+pub mod init;
+pub mod key;
+pub mod ls;
+pub mod restore;
+pub mod snapshots;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::anyhow;
+use cairn_store::repo::{Mode, Repo};
+use zeroize::Zeroizing;
+
+/// Options every command takes.
+pub struct Global {
+    pub repo: Option<PathBuf>,
+    pub password_file: Option<PathBuf>,
+    pub quiet: bool,
+}
+
+impl Global {
+    /// The repository path, or a clear error.
+    pub fn repo_path(&self) -> anyhow::Result<&Path> {
+        self.repo
+            .as_deref()
+            .ok_or_else(|| anyhow!("no repository given: pass -r/--repo DIR or set CAIRN_REPO"))
+    }
+
+    /// The password.
+    pub fn password(&self) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+        crate::password::get(self.password_file.as_deref())
+    }
+
+    /// Opens the repository.
+    pub fn open(&self, mode: Mode) -> anyhow::Result<Repo> {
+        let path = self.repo_path()?;
+        if !path.join("config").exists() {
+            return Err(cairn_store::Error::NoRepository(path.to_path_buf()).into());
+        }
+        let pw = self.password()?;
+        Ok(Repo::open(path, &pw, mode)?)
+    }
+}

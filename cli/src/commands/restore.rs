@@ -1,0 +1,58 @@
+//! `cairn restore`
+
+use std::path::PathBuf;
+
+use cairn_store::repo::Mode;
+use cairn_store::restorer;
+
+use super::Global;
+use crate::ui;
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "Writes only inside --target: entries with unsafe names, hard links that \
+leave the snapshot and device nodes are refused. Each file is written under a temporary name and \
+renamed into place only after every byte was authenticated."
+)]
+pub struct Args {
+    /// Snapshot: id prefix, `latest`, SERVICE@REV or SERVICE@REV~N.
+    snapshot: String,
+    /// Directory to restore into (created if missing).
+    #[arg(long, short = 't', value_name = "DIR")]
+    target: PathBuf,
+    /// Restore only this path of the snapshot (kept at its place under the target).
+    #[arg(long, value_name = "PATH")]
+    include: Option<String>,
+}
+
+pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
+    let repo = g.open(Mode::Read)?;
+    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    let bar = ui::Bar::new(g.quiet, "restore");
+    let r = restorer::restore(&repo, &snap.tree, &a.target, a.include.as_deref(), &bar);
+    bar.finish();
+    let stats = r?;
+    if !g.quiet {
+        println!(
+            "restored snapshot {}{} to {}: {} files, {} dirs, {}",
+            id.short(),
+            snap.label().map(|l| format!(" ({l})")).unwrap_or_default(),
+            a.target.display(),
+            stats.files,
+            stats.dirs,
+            ui::size(stats.bytes)
+        );
+    }
+    if !stats.failed.is_empty() {
+        anyhow::bail!(
+            "restore incomplete: {} file(s) could not be restored because their data is damaged: {}",
+            stats.failed.len(),
+            stats.failed.join("; ")
+        );
+    }
+    if !stats.skipped.is_empty() {
+        eprintln!("warning: {} entries were not restored", stats.skipped.len());
+        return Ok(crate::exit::PARTIAL);
+    }
+    Ok(crate::exit::OK)
+}

@@ -1,0 +1,61 @@
+//! `cairn snapshots`
+
+use cairn_store::repo::Mode;
+
+use super::Global;
+use crate::ui;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only snapshots of this service.
+    #[arg(long, value_name = "NAME")]
+    service: Option<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
+    let repo = g.open(Mode::Read)?;
+    let snaps: Vec<_> = repo
+        .snapshots()?
+        .into_iter()
+        .filter(|(_, s)| a.service.is_none() || s.service == a.service)
+        .collect();
+    if a.json {
+        let list: Vec<_> = snaps
+            .iter()
+            .map(|(id, s)| {
+                serde_json::json!({
+                    "id": id.to_hex(), "time_ns": s.time_ns, "hostname": s.hostname, "username": s.username,
+                    "paths": s.paths, "service": s.service, "revision": s.revision, "tags": s.tags,
+                    "tree": s.tree.to_hex(), "summary": s.summary,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "snapshots": list }));
+        return Ok(crate::exit::OK);
+    }
+    println!(
+        "{:<10} {:<20} {:<24} {:>10} {:>10}  paths",
+        "id", "time (UTC)", "service@revision", "size", "added"
+    );
+    for (id, s) in &snaps {
+        println!(
+            "{:<10} {:<20} {:<24} {:>10} {:>10}  {}{}",
+            id.short(),
+            ui::time(s.time_ns),
+            s.label().unwrap_or_else(|| "-".into()),
+            ui::size(s.summary.bytes),
+            ui::size(s.summary.added_bytes),
+            s.paths.join(" "),
+            if s.tags.is_empty() {
+                String::new()
+            } else {
+                format!("  [{}]", s.tags.join(","))
+            }
+        );
+    }
+    println!("{} snapshots", snaps.len());
+    Ok(crate::exit::OK)
+}

@@ -1,0 +1,139 @@
+//! `cairn`: parse the command line, dispatch to one command, turn errors into exit codes.
+//! All logic lives in `cairn-store`; this crate only talks to people.
+
+mod commands;
+mod password;
+mod ui;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit codes (documented in the README).
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// Any error not listed below.
+    pub const ERROR: u8 = 1;
+    /// Usage error (bad flags).
+    pub const USAGE: u8 = 2;
+    /// Finished, but some files could not be read or restored (each was reported).
+    pub const PARTIAL: u8 = 3;
+    /// No repository at the given location.
+    pub const NO_REPO: u8 = 10;
+    /// The repository is locked by another process.
+    pub const LOCKED: u8 = 11;
+    /// Wrong password.
+    pub const WRONG_PASSWORD: u8 = 12;
+}
+
+/// cairn: encrypted, deduplicated snapshots of a service's state, addressed by revision.
+///
+/// Snapshot directory trees and dump streams (mysqldump ...) before every upgrade, label them
+/// SERVICE@REVISION, and restore the state of any revision later. Every byte in the repository
+/// is encrypted and authenticated.
+#[derive(Parser)]
+#[command(
+    name = "cairn",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Repository directory.
+    #[arg(
+        short = 'r',
+        long = "repo",
+        env = "CAIRN_REPO",
+        global = true,
+        value_name = "DIR"
+    )]
+    repo: Option<PathBuf>,
+    /// Read the password from this file (first line). Also CAIRN_PASSWORD_FILE; CAIRN_PASSWORD
+    /// holds the password itself. Without either, cairn asks on the terminal.
+    #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Print only errors and warnings; no progress bars.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a new repository.
+    Init(commands::init::Args),
+    /// Snapshot paths and/or one stream (stdin or a command's output).
+    Backup(commands::backup::Args),
+    /// List snapshots.
+    Snapshots(commands::snapshots::Args),
+    /// List the files in a snapshot.
+    Ls(commands::ls::Args),
+    /// Restore a snapshot (or part of it) into a directory.
+    Restore(commands::restore::Args),
+    /// Write one file of a snapshot to standard output.
+    Dump(commands::dump::Args),
+    /// Maintain the index (a cache of what packs and snapshots say).
+    Index(commands::index::Args),
+    /// Manage the key files that open the repository.
+    Key(commands::key::Args),
+    /// Run the whole story on a temporary repository: snapshot, change, snapshot, restore.
+    Demo(commands::demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("cairn: {}", ui::chain(&e));
+            ExitCode::from(code_of(&e))
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<u8> {
+    let g = commands::Global {
+        repo: cli.repo,
+        password_file: cli.password_file,
+        quiet: cli.quiet,
+    };
+    match cli.command {
+        Command::Init(a) => commands::init::run(&g, a),
+        Command::Backup(a) => commands::backup::run(&g, a),
+        Command::Snapshots(a) => commands::snapshots::run(&g, a),
+        Command::Ls(a) => commands::ls::run(&g, a),
+        Command::Restore(a) => commands::restore::run(&g, a),
+        Command::Dump(a) => commands::dump::run(&g, a),
+        Command::Index(a) => commands::index::run(&g, a),
+        Command::Key(a) => commands::key::run(&g, a),
+        Command::Demo(a) => commands::demo::run(&g, a),
+    }
+}
+
+fn code_of(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(se) = cause.downcast_ref::<cairn_store::Error>() {
+            return match se {
+                cairn_store::Error::NoRepository(_) => exit::NO_REPO,
+                cairn_store::Error::Locked(_) => exit::LOCKED,
+                cairn_store::Error::WrongPassword => exit::WRONG_PASSWORD,
+                _ => exit::ERROR,
+            };
+        }
+    }
+    exit::ERROR
+}

@@ -1,0 +1,101 @@
+//! Output helpers: sizes, times, progress bars on a terminal.
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// An error and its causes on one line, without repeating a cause already in the message.
+pub fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for c in e.chain() {
+        let s = c.to_string();
+        if out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
+}
+
+/// Bytes as "12.3 MiB".
+pub fn size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Nanoseconds since the epoch as "2026-11-26 08:38:23" (UTC).
+pub fn time(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// A byte-count progress bar on stderr when it is a terminal and not quiet; hidden otherwise.
+pub struct Bar(ProgressBar);
+
+impl Bar {
+    pub fn new(quiet: bool, what: &str) -> Self {
+        if quiet || !std::io::stderr().is_terminal() {
+            return Self(ProgressBar::hidden());
+        }
+        let pb = ProgressBar::new_spinner();
+        pb.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {bytes} ({bytes_per_sec}) {elapsed}")
+                .expect("valid template"),
+        );
+        pb.set_message(what.to_string());
+        pb.enable_steady_tick(std::time::Duration::from_millis(200));
+        Self(pb)
+    }
+    pub fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}
+
+impl cairn_store::archiver::Progress for Bar {
+    fn bytes(&self, n: u64) {
+        self.0.inc(n);
+    }
+    fn warn(&self, msg: &str) {
+        self.0.suspend(|| eprintln!("warning: {msg}"));
+    }
+}
+
+impl cairn_store::restorer::Progress for Bar {
+    fn bytes(&self, n: u64) {
+        self.0.inc(n);
+    }
+    fn warn(&self, msg: &str) {
+        self.0.suspend(|| eprintln!("warning: {msg}"));
+    }
+}
