@@ -1,0 +1,213 @@
+//! Bad input gets a clear error and a non-zero exit, and loses nothing already stored.
+
+use std::fs;
+use std::time::Duration;
+
+use crate::support::*;
+
+#[test]
+fn failing_command_exits_non_zero_and_writes_no_snapshot() {
+    let f = Fixture::new();
+    let out = f.run(&["backup", "--command", "false", "--stdin-name", "db.sql"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("command `false` failed: exit status 1"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("no snapshot was written"));
+    // Output then death by a signal is a failure too, however much was read.
+    let out = f.run(&[
+        "backup",
+        "--command",
+        "head -c 100000 /dev/zero; kill -9 $$",
+        "--stdin-name",
+        "db.sql",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("killed by signal 9"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(f.snapshot_ids().is_empty());
+    assert!(
+        fs::read_dir(f.repo().join("snapshots"))
+            .unwrap()
+            .next()
+            .is_none()
+    );
+}
+
+#[test]
+fn wrong_password_exits_12_and_says_so() {
+    let f = Fixture::new();
+    let out = f
+        .cmd(&["snapshots"])
+        .env("CAIRN_PASSWORD", "not it")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(12));
+    assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
+}
+
+#[test]
+fn missing_repository_exits_10_and_missing_password_is_explained() {
+    let f = Fixture::empty();
+    let out = f.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(10));
+    assert!(
+        stderr(&out).contains("no cairn repository"),
+        "{}",
+        stderr(&out)
+    );
+    let f = Fixture::new();
+    let out = f
+        .cmd(&["snapshots"])
+        .env_remove("CAIRN_PASSWORD")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no password"), "{}", stderr(&out));
+    // init refuses a repository that exists.
+    let out = f.run(&["init"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+}
+
+#[test]
+fn flipped_byte_in_pack_fails_restore_of_that_file_by_name() {
+    let f = Fixture::new();
+    let src = f.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let victim = pseudo_data(200_000, 5);
+    fs::write(src.join("victim.dat"), &victim).unwrap();
+    let id = f.backup(&[src.to_str().unwrap()]);
+    let packs = files_below(&f.repo().join("packs"));
+    assert_eq!(packs.len(), 1);
+    // The first blob of the pack is the file's only chunk (trees are written after data).
+    let mut bytes = fs::read(&packs[0]).unwrap();
+    bytes[48 + 1000] ^= 0x01;
+    fs::write(&packs[0], &bytes).unwrap();
+    let target = f.path("out");
+    let out = f.run(&["restore", &id, "--target", target.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("src/victim.dat"),
+        "error does not name the file: {err}"
+    );
+    assert!(err.contains("damaged"), "{err}");
+    // No wrong bytes anywhere under the target: the file is absent, and no temporary is left.
+    let left = files_below(&target);
+    assert!(left.is_empty(), "files left behind: {left:?}");
+    let dump = f.run(&["dump", &id, "src/victim.dat"]);
+    assert!(!dump.status.success());
+    assert!(
+        dump.stdout.len() < victim.len(),
+        "dump wrote the damaged chunk"
+    );
+}
+
+#[test]
+fn backup_killed_mid_run_leaves_earlier_snapshots_whole_and_next_backup_works() {
+    let f = Fixture::new();
+    let src = f.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("keep"), pseudo_data(1_000_000, 1)).unwrap();
+    let first = f.backup(&[src.to_str().unwrap()]);
+    fs::write(src.join("big"), pseudo_data(96 << 20, 2)).unwrap();
+    for delay_ms in [30, 120, 300, 700, 1500] {
+        let mut child = f
+            .cmd(&["backup", src.to_str().unwrap(), "--quiet"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let t = f.path(&format!("after-kill-{delay_ms}"));
+        assert_ok(&f.run(&["restore", &first, "--target", t.to_str().unwrap()]));
+        assert_eq!(
+            fs::read(t.join("src/keep")).unwrap(),
+            pseudo_data(1_000_000, 1)
+        );
+    }
+    let ids_before = f.snapshot_ids();
+    let last = f.backup(&[src.to_str().unwrap()]);
+    assert_eq!(f.snapshot_ids().len(), ids_before.len() + 1);
+    let t = f.path("final");
+    assert_ok(&f.run(&["restore", &last, "--target", t.to_str().unwrap()]));
+    assert_eq!(
+        fs::read(t.join("src/big")).unwrap(),
+        pseudo_data(96 << 20, 2)
+    );
+    // Nothing half-written is left behind as a pack.
+    for p in files_below(&f.repo().join("packs")) {
+        assert!(
+            !p.file_name().unwrap().to_string_lossy().starts_with(".tmp"),
+            "{}",
+            p.display()
+        );
+    }
+}
+
+#[test]
+fn no_plaintext_name_content_or_label_in_the_repository() {
+    let f = Fixture::new();
+    let src = f.path("src");
+    fs::create_dir_all(src.join("Confidential-Directory-Qx7")).unwrap();
+    let content = b"Patient record 4711: Jane Q. Public, diagnosis FLUORESCENT-TURNIP\n".repeat(3);
+    fs::write(
+        src.join("Confidential-Directory-Qx7/customer-list-Zk3.csv"),
+        &content,
+    )
+    .unwrap();
+    f.backup(&[
+        src.to_str().unwrap(),
+        "--service",
+        "secret-service-Wq9",
+        "--revision",
+        "rev-Xy5-4b1d",
+        "--tag",
+        "tag-Vz8",
+    ]);
+    // The stream too.
+    let out = f.run(&[
+        "backup",
+        "--command",
+        "echo INSERT INTO patients VALUES FLUORESCENT-TURNIP",
+        "--stdin-name",
+        "dump-name-Jj2.sql",
+        "--service",
+        "secret-service-Wq9",
+        "--revision",
+        "rev-Xy5-4b1d",
+    ]);
+    assert_ok(&out);
+    let needles: [&[u8]; 8] = [
+        b"Confidential-Directory-Qx7",
+        b"customer-list-Zk3",
+        b"FLUORESCENT-TURNIP",
+        b"Patient record",
+        b"secret-service-Wq9",
+        b"rev-Xy5-4b1d",
+        b"tag-Vz8",
+        b"dump-name-Jj2",
+    ];
+    let files = files_below(&f.repo());
+    assert!(
+        files.iter().any(|p| p.starts_with(f.repo().join("index"))),
+        "the index is searched too"
+    );
+    for p in files {
+        let data = fs::read(&p).unwrap();
+        for n in needles {
+            assert!(
+                !data.windows(n.len()).any(|w| w == n),
+                "{} holds {:?} in plaintext",
+                p.display(),
+                String::from_utf8_lossy(n)
+            );
+        }
+    }
+}

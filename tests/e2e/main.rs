@@ -1,0 +1,6 @@
+//! End-to-end tests: each drives the built `cairn` binary against a fresh repository in a
+//! temporary directory, as an operator would.
+
+mod backup_restore;
+mod failures;
+mod support;
