@@ -361,6 +361,13 @@ impl<'r> Archiver<'r> {
             tree.entries.push(e);
         }
         let data = tree.encode();
+        if data.len() > blob::MAX_BLOB_LEN as usize {
+            return Err(Error::Invalid(format!(
+                "a directory of {} entries encodes to {} bytes, more than a tree blob may hold",
+                tree.entries.len(),
+                data.len()
+            )));
+        }
         let id = self.repo.keys().tree_id(&data);
         if !self.known(&id)? {
             let enc = blob::encode(&data, self.level);

@@ -7,6 +7,8 @@ use crate::crypto::{Keys, random_array};
 use crate::envelope::{self, Magic};
 use crate::error::{Error, Result};
 
+/// Largest config file accepted.
+pub const MAX_CONFIG_FILE: u64 = 64 * 1024;
 /// Config document version.
 pub const CONFIG_VERSION: u32 = 1;
 
@@ -86,6 +88,7 @@ impl Config {
                 supported: CONFIG_VERSION,
             });
         }
+        crate::keyfile::check_bounds(c.kdf).map_err(|why| Error::corrupt("config", why))?;
         c.chunker_tree.validate()?;
         c.chunker_stream.validate()?;
         if !(0..=22).contains(&c.zstd_level)

@@ -100,10 +100,12 @@ impl Header {
         let _flags = r.u16()?;
         let key_gen = r.u32()?;
         if key_gen != 0 {
-            return Err(Error::corrupt(
-                what,
-                format!("unknown key generation {key_gen}"),
-            ));
+            // Key rotation will add generations; this version knows only the first.
+            return Err(Error::NewerFormat {
+                what: what.to_string(),
+                found: key_gen,
+                supported: 0,
+            });
         }
         let salt = r.array()?;
         Ok(Self {

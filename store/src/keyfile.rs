@@ -15,6 +15,8 @@ use crate::config::KdfParams;
 use crate::crypto::{MasterKey, ObjectKey, random_array};
 use crate::error::{Error, Result};
 
+/// Largest key file accepted (the payload holds a key, a time and two short names).
+pub const MAX_KEY_FILE: u64 = 4096;
 /// Length of the plaintext header.
 pub const KEY_HEADER_LEN: usize = 56;
 const MAGIC: &[u8; 8] = b"CAIRNKEY";
@@ -35,6 +37,23 @@ pub struct KeyFile {
     pub host: String,
     /// User that created it.
     pub user: String,
+}
+
+/// The KDF parameters every reader accepts; the writer refuses others, so no key file is
+/// ever written that cannot be opened.
+pub fn check_bounds(p: KdfParams) -> std::result::Result<(), String> {
+    if p.m_kib > MAX_M_KIB
+        || p.t > MAX_T
+        || p.p > MAX_P
+        || p.t == 0
+        || p.p == 0
+        || p.m_kib < 8 * p.p
+    {
+        return Err(format!(
+            "KDF parameters out of bounds: {p:?} (memory 8*p..={MAX_M_KIB} KiB, passes 1..={MAX_T}, lanes 1..={MAX_P})"
+        ));
+    }
+    Ok(())
 }
 
 /// Derives the wrapping key from a password.
@@ -70,6 +89,7 @@ pub fn create_with_salt(
     now_ns: i64,
     salt: [u8; 32],
 ) -> Result<Vec<u8>> {
+    check_bounds(kdf).map_err(Error::Invalid)?;
     let mut head = Vec::with_capacity(KEY_HEADER_LEN);
     head.extend_from_slice(MAGIC);
     head.put_u16(VERSION);
@@ -99,6 +119,9 @@ pub fn params(bytes: &[u8], what: &str) -> Result<(KdfParams, [u8; 32])> {
         return Err(Error::corrupt(what, "not a cairn key file (bad magic)"));
     }
     let v = r.u16()?;
+    if v == 0 {
+        return Err(Error::corrupt(what, "key file version 0"));
+    }
     if v > VERSION {
         return Err(Error::NewerFormat {
             what: what.into(),
@@ -119,18 +142,7 @@ pub fn params(bytes: &[u8], what: &str) -> Result<(KdfParams, [u8; 32])> {
         t: r.u32()?,
         p: r.u32()?,
     };
-    if p.m_kib > MAX_M_KIB
-        || p.t > MAX_T
-        || p.p > MAX_P
-        || p.t == 0
-        || p.p == 0
-        || p.m_kib < 8 * p.p
-    {
-        return Err(Error::corrupt(
-            what,
-            format!("KDF parameters out of bounds: {p:?}"),
-        ));
-    }
+    check_bounds(p).map_err(|why| Error::corrupt(what, why))?;
     Ok((p, r.array()?))
 }
 

@@ -79,7 +79,7 @@ pub fn acquire(
         if other == lock.name {
             continue;
         }
-        let Ok(bytes) = backend.read(&other) else {
+        let Ok(bytes) = crate::repo::read_bounded(backend.as_ref(), &other, 64 * 1024) else {
             continue;
         };
         let Ok(json) = envelope::open_file(keys, Magic::Lock, &bytes, &other) else {

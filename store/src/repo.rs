@@ -112,7 +112,10 @@ impl Repo {
         }
         let (master, key_name) = unlock(backend.as_ref(), password)?;
         let keys = Keys::derive(&master);
-        let config = Config::open(&keys, &backend.read("config")?)?;
+        let config = Config::open(
+            &keys,
+            &read_bounded(backend.as_ref(), "config", crate::config::MAX_CONFIG_FILE)?,
+        )?;
         let index_dir = path.join("index");
         let index = match mode {
             Mode::Read => Some(Index::open_ro(&index_dir)?),
@@ -277,7 +280,12 @@ impl Repo {
 
     /// Reads one snapshot file.
     pub fn load_snapshot(&self, id: &SnapshotId) -> Result<Snapshot> {
-        let bytes = self.backend.read(&format!("snapshots/{}", id.to_hex()))?;
+        let name = format!("snapshots/{}", id.to_hex());
+        let bytes = read_bounded(
+            self.backend.as_ref(),
+            &name,
+            crate::snapshot::MAX_SNAPSHOT_FILE as u64,
+        )?;
         Snapshot::open(&self.keys, id, &bytes)
     }
 
@@ -441,18 +449,12 @@ pub fn rebuild_index(path: &Path, password: &[u8]) -> Result<SyncReport> {
     if !backend.exists("config")? {
         return Err(Error::NoRepository(path.to_path_buf()));
     }
-    // Check the password before deleting anything.
-    unlock(&backend, password)?;
+    // Check the password before deleting anything, and hold an exclusive lock for the whole
+    // rebuild (no backup may write packs while the index is gone).
+    let (master, _) = unlock(&backend, password)?;
+    let backend: Arc<dyn Backend> = Arc::new(backend);
+    let _lock = lock::acquire(&backend, &Keys::derive(&master), true, "index rebuild")?;
     let dir = path.join("index");
-    let lock_probe = Repo::open(path, password, Mode::Write);
-    match lock_probe {
-        Ok(repo) => {
-            let _lock = repo.lock(true, "index rebuild")?;
-            drop(repo);
-        }
-        Err(Error::Locked(m)) => return Err(Error::Locked(m)),
-        Err(_) => {}
-    }
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     }
@@ -468,6 +470,18 @@ pub fn rebuild_index(path: &Path, password: &[u8]) -> Result<SyncReport> {
     Ok(report)
 }
 
+/// Reads a small file whole, refusing one larger than `max` before reading it.
+pub fn read_bounded(backend: &dyn Backend, name: &str, max: u64) -> Result<Vec<u8>> {
+    let size = backend.size(name)?;
+    if size > max {
+        return Err(Error::corrupt(
+            name,
+            format!("{size} bytes, larger than any such file ({max})"),
+        ));
+    }
+    backend.read(name)
+}
+
 /// Tries every key file; returns the master key and the key file's name.
 fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String)> {
     let mut damaged = Vec::new();
@@ -476,7 +490,13 @@ fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String)>
         return Err(Error::corrupt("keys/", "the repository has no key files"));
     }
     for name in names {
-        let bytes = backend.read(&name)?;
+        let bytes = match read_bounded(backend, &name, keyfile::MAX_KEY_FILE) {
+            Ok(b) => b,
+            Err(e) => {
+                damaged.push(e.to_string());
+                continue;
+            }
+        };
         match keyfile::open(&bytes, password, &name) {
             Ok(Some((master, _))) => return Ok((master, name)),
             Ok(None) => {}
