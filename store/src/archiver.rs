@@ -479,8 +479,36 @@ impl<'r> Archiver<'r> {
             .par_iter()
             .map(|&i| (i, blob::encode(&items[i].1, level)))
             .collect();
-        for (i, enc) in encoded {
-            self.add_blob(ids[i], BlobKind::Data, items[i].1.len() as u32, &enc)?;
+        // Seal in parallel too: slots are handed out in order, pack by pack, then each group
+        // is sealed across the cores and appended in slot order.
+        let pack_size = self.repo.config().pack_size as usize;
+        let mut next = 0;
+        while next < encoded.len() {
+            let pack = self.pack.get_or_insert_with(|| PackBuilder::new(keys));
+            let (base, key) = (pack.next_slot(), pack.key().clone());
+            let mut size = pack.len();
+            let start = next;
+            while next < encoded.len() && (next == start || size < pack_size) {
+                size += encoded[next].1.len() + crate::crypto::TAG_LEN;
+                next += 1;
+            }
+            let group = &encoded[start..next];
+            let sealed: Vec<Vec<u8>> = group
+                .par_iter()
+                .enumerate()
+                .map(|(k, (i, enc))| {
+                    blob::seal(&key, base + k as u32, &ids[*i], BlobKind::Data, enc)
+                })
+                .collect();
+            for ((i, _), s) in group.iter().zip(&sealed) {
+                let raw = items[*i].1.len() as u32;
+                pack.push_sealed(ids[*i], BlobKind::Data, raw, s);
+                self.summary.new_blobs += 1;
+                self.summary.new_raw_bytes += raw as u64;
+            }
+            if pack.len() >= pack_size {
+                self.finish_pack()?;
+            }
         }
         for (i, (slot, data)) in items.iter().enumerate() {
             self.contents[*slot].push(Part {

@@ -90,8 +90,23 @@ impl PackBuilder {
     /// Seals and appends a blob whose plaintext ([`blob::encode`]d) is `encoded` and whose
     /// data is `raw_len` bytes long.
     pub fn add(&mut self, id: BlobId, kind: BlobKind, raw_len: u32, encoded: &[u8]) {
-        let slot = Entry::slot(self.entries.len());
-        let sealed = blob::seal(&self.key, slot, &id, kind, encoded);
+        let sealed = blob::seal(&self.key, self.next_slot(), &id, kind, encoded);
+        self.push_sealed(id, kind, raw_len, &sealed);
+    }
+
+    /// The slot (nonce) the next blob gets.
+    pub fn next_slot(&self) -> u32 {
+        Entry::slot(self.entries.len())
+    }
+
+    /// The key blobs of this pack are sealed with.
+    pub fn key(&self) -> &ObjectKey {
+        &self.key
+    }
+
+    /// Appends a blob already sealed with [`Self::key`] under slot [`Self::next_slot`] (so
+    /// several blobs can be sealed in parallel, then appended in slot order).
+    pub fn push_sealed(&mut self, id: BlobId, kind: BlobKind, raw_len: u32, sealed: &[u8]) {
         self.entries.push(Entry {
             id,
             kind,
@@ -99,7 +114,7 @@ impl PackBuilder {
             stored_len: sealed.len() as u32,
             raw_len,
         });
-        self.buf.extend_from_slice(&sealed);
+        self.buf.extend_from_slice(sealed);
     }
 
     /// Appends the sealed table and trailer; returns the pack's id, bytes and table.

@@ -41,6 +41,27 @@ fn build_every_kind(root: &std::path::Path) {
     fs::create_dir(root.join("private-dir")).unwrap();
     fs::write(root.join("private-dir/secret"), b"x").unwrap();
     fs::set_permissions(root.join("private-dir"), fs::Permissions::from_mode(0o700)).unwrap();
+    // An extended attribute where the filesystem has them (ext4, tmpfs and btrfs do).
+    let c = std::ffi::CString::new(root.join("script.sh").to_str().unwrap()).unwrap();
+    // SAFETY: valid C strings and value buffer.
+    let r = unsafe {
+        libc::setxattr(
+            c.as_ptr(),
+            c"user.cairn-test".as_ptr(),
+            b"v1".as_ptr().cast(),
+            2,
+            0,
+        )
+    };
+    if r == 0 {
+        let got = cairn_store::fsmeta::read_xattrs(&root.join("script.sh"));
+        assert_eq!(got, vec![(b"user.cairn-test".to_vec(), b"v1".to_vec())]);
+    } else {
+        eprintln!(
+            "this filesystem has no user xattrs: {}",
+            std::io::Error::last_os_error()
+        );
+    }
     // Fixed mtimes with nanoseconds, so a restore that drops them is caught.
     for (i, p) in files_below(root).iter().enumerate() {
         let t = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();

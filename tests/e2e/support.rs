@@ -169,9 +169,15 @@ pub fn describe(dir: &Path) -> BTreeMap<Vec<u8>, String> {
             } else {
                 format!(" mtime {}.{:09}", md.mtime(), md.mtime_nsec())
             };
+            let xattrs = cairn_store::fsmeta::read_xattrs(&p);
             out.insert(
                 r.as_os_str().as_bytes().to_vec(),
-                format!("{what} mode {:o}{mtime}", md.mode() & 0o7777),
+                format!(
+                    "{what} mode {:o} owner {}:{}{mtime} xattrs {xattrs:?}",
+                    md.mode() & 0o7777,
+                    md.uid(),
+                    md.gid()
+                ),
             );
         }
     }
