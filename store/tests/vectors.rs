@@ -800,7 +800,7 @@ fn format_vectors() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The generator (ignored; run only for a deliberate format change)
+// The generator
 // ---------------------------------------------------------------------------------------------
 
 /// The fields of one vector file being written.
@@ -859,15 +859,37 @@ fn argon2_raw(password: &[u8], salt: &[u8; 32], kdf: KdfParams) -> [u8; 32] {
     out
 }
 
+/// Regenerates every vector into a temporary directory and compares it with the committed
+/// file, so the generator and the vectors cannot drift apart. With CAIRN_WRITE_VECTORS=DIR it
+/// writes the files there instead (for a deliberate format change).
 #[test]
-#[ignore = "writes the vector files; set CAIRN_WRITE_VECTORS=<dir>"]
-fn generate_vectors() {
-    let Ok(dir) = std::env::var("CAIRN_WRITE_VECTORS") else {
-        eprintln!("CAIRN_WRITE_VECTORS is not set; nothing written");
-        return;
-    };
-    let out = Out(PathBuf::from(dir));
+fn regenerated_vectors_match_committed_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let write_to = std::env::var("CAIRN_WRITE_VECTORS").ok().map(PathBuf::from);
+    let out = Out(write_to.clone().unwrap_or_else(|| tmp.path().to_path_buf()));
     std::fs::create_dir_all(&out.0).unwrap();
+    generate(&out);
+    if write_to.is_some() {
+        return;
+    }
+    let mut compared = 0;
+    for e in std::fs::read_dir(tmp.path()).unwrap() {
+        let e = e.unwrap();
+        let committed = std::fs::read_to_string(vectors_dir().join(e.file_name()))
+            .unwrap_or_else(|_| panic!("{:?} is generated but not committed", e.file_name()));
+        let fresh = std::fs::read_to_string(e.path()).unwrap();
+        assert_eq!(
+            fresh,
+            committed,
+            "{:?} differs from what the generator makes",
+            e.file_name()
+        );
+        compared += 1;
+    }
+    assert_eq!(compared, REQUIRED.len());
+}
+
+fn generate(out: &Out) {
     let master_bytes = seq32(0x01);
     let master = MasterKey::from_bytes(master_bytes);
     let keys = Keys::derive(&master);
@@ -1195,11 +1217,23 @@ fn generate_vectors() {
         &c,
         &failing(&newer),
     );
-    let hostile_kdf = KdfParams { t: 65, ..kdf };
-    let hostile =
-        keyfile::create_with_salt(&master, password, hostile_kdf, host, user, created, salt)
-            .unwrap();
-    let c = ["a key file with t = 65 (the bound is 64), as written by create_with_salt"];
+    // The writer refuses out-of-bounds parameters, so the hostile file is patched by hand:
+    // readers must refuse it on the header alone, before running Argon2 or opening the seal.
+    assert!(
+        keyfile::create_with_salt(
+            &master,
+            password,
+            KdfParams { t: 65, ..kdf },
+            host,
+            user,
+            created,
+            salt
+        )
+        .is_err()
+    );
+    let mut hostile = kf.clone();
+    hostile[16..20].copy_from_slice(&65u32.to_le_bytes());
+    let c = ["keyfile.txt with t (bytes 16..20) set to 65; the bound is 64"];
     out.write(
         "keyfile-kdf-bounds.txt",
         "failure kdf-bounds",
