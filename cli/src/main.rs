@@ -54,6 +54,9 @@ pub struct Cli {
     /// holds the password itself. Without either, cairn asks on the terminal.
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true, value_name = "FILE")]
     password_file: Option<PathBuf>,
+    /// Service file for `cairn state` (default /etc/cairn/cairn.toml).
+    #[arg(long, env = "CAIRN_CONFIG", global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Print only errors and warnings; no progress bars.
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -79,7 +82,9 @@ enum Command {
     Index(commands::index::Args),
     /// Manage the key files that open the repository.
     Key(commands::key::Args),
-    /// Run the whole story on a temporary repository: snapshot, change, snapshot, restore.
+    /// Dump, load and move a service's state between revisions (see the service file).
+    State(commands::state::Args),
+    /// Run the whole story on a temporary repository: dump, upgrade, transition, roll back.
     Demo(commands::demo::Args),
 }
 
@@ -110,6 +115,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         repo: cli.repo,
         password_file: cli.password_file,
         quiet: cli.quiet,
+        config: cli.config,
     };
     match cli.command {
         Command::Init(a) => commands::init::run(&g, a),
@@ -120,6 +126,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Dump(a) => commands::dump::run(&g, a),
         Command::Index(a) => commands::index::run(&g, a),
         Command::Key(a) => commands::key::run(&g, a),
+        Command::State(a) => commands::state::run(&g, a),
         Command::Demo(a) => commands::demo::run(&g, a),
     }
 }

@@ -77,6 +77,14 @@ impl Bar {
         pb.enable_steady_tick(std::time::Duration::from_millis(200));
         Self(pb)
     }
+    /// Prints a line above the bar (or plainly when there is none).
+    pub fn println(&self, msg: &str) {
+        if self.0.is_hidden() {
+            println!("{msg}");
+        } else {
+            self.0.println(msg);
+        }
+    }
     pub fn finish(&self) {
         self.0.finish_and_clear();
     }
@@ -97,5 +105,78 @@ impl cairn_store::restorer::Progress for Bar {
     }
     fn warn(&self, msg: &str) {
         self.0.suspend(|| eprintln!("warning: {msg}"));
+    }
+}
+
+/// Parses a point in time: `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS]` (also with `T`, and an
+/// optional trailing `Z`), all UTC, or `@SECONDS` since the epoch. Returns ns since the epoch.
+pub fn parse_time(s: &str) -> anyhow::Result<i64> {
+    let bad = || {
+        anyhow::anyhow!("{s:?} is not a time: use YYYY-MM-DD[ HH:MM[:SS]] (UTC) or @UNIX-SECONDS")
+    };
+    if let Some(secs) = s.strip_prefix('@') {
+        let secs: i64 = secs.parse().map_err(|_| bad())?;
+        return Ok(secs * 1_000_000_000);
+    }
+    let s2 = s.trim().trim_end_matches('Z');
+    let (date, time) = match s2.split_once([' ', 'T']) {
+        Some((d, t)) => (d, t),
+        None => (s2, "00:00:00"),
+    };
+    let d: Vec<i64> = date
+        .split('-')
+        .map(|x| x.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    let t: Vec<i64> = time
+        .split(':')
+        .map(|x| x.parse().map_err(|_| bad()))
+        .collect::<Result<_, _>>()?;
+    if d.len() != 3 || !(2..=3).contains(&t.len()) {
+        return Err(bad());
+    }
+    let (y, m, day) = (d[0], d[1], d[2]);
+    let (hh, mm, ss) = (t[0], t[1], *t.get(2).unwrap_or(&0));
+    if !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || !(0..24).contains(&hh)
+        || !(0..60).contains(&mm)
+        || !(0..=60).contains(&ss)
+    {
+        return Err(bad());
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(((days * 86_400) + hh * 3600 + mm * 60 + ss) * 1_000_000_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_and_print_back() {
+        for s in [
+            "2026-11-26 08:38:23",
+            "1970-01-01 00:00:00",
+            "2000-02-29 23:59:59",
+        ] {
+            assert_eq!(time(parse_time(s).unwrap()), s);
+        }
+        assert_eq!(
+            parse_time("2026-11-26T08:38:23Z").unwrap(),
+            parse_time("2026-11-26 08:38:23").unwrap()
+        );
+        assert_eq!(
+            parse_time("@86400").unwrap(),
+            parse_time("1970-01-02").unwrap()
+        );
+        assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("2026-13-01").is_err());
     }
 }

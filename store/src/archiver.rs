@@ -15,7 +15,7 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -32,12 +32,14 @@ use crate::tree::{Entry, Node, Part, Tree};
 
 const BATCH_BYTES: usize = 16 * 1024 * 1024;
 
+pub use crate::command::CommandLine;
+
 /// Where a backup's stream comes from.
 pub enum StreamSource {
     /// Any reader (standard input).
     Reader(Box<dyn Read + Send>),
-    /// The standard output of `sh -c COMMAND`; the backup fails unless it exits 0.
-    Command(String),
+    /// The standard output of a command; the backup fails unless it exits 0.
+    Command(CommandLine),
 }
 
 /// A stream stored as one file in the snapshot's root.
@@ -48,11 +50,48 @@ pub struct Stream {
     pub source: StreamSource,
 }
 
+/// One thing stored under the snapshot's root.
+pub enum Item {
+    /// A file or directory stored under `name`, without the entries at the `exclude` paths
+    /// (relative to it, `/`-separated).
+    Path {
+        /// Name in the snapshot's root.
+        name: String,
+        /// Where it is.
+        path: PathBuf,
+        /// Relative paths left out.
+        exclude: Vec<String>,
+    },
+    /// A stream stored as one file.
+    Stream(Stream),
+}
+
+impl Item {
+    /// A path stored under its base name, as `cairn backup PATH` does.
+    pub fn path(p: &Path) -> Result<Self> {
+        let name = base_name(p)?;
+        let name = String::from_utf8(name)
+            .map_err(|_| Error::Invalid(format!("{}: base name is not UTF-8", p.display())))?;
+        Ok(Item::Path {
+            name,
+            path: p.to_path_buf(),
+            exclude: Vec::new(),
+        })
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            Item::Path { name, .. } => name,
+            Item::Stream(s) => &s.name,
+        }
+    }
+}
+
 /// What to back up and how to label it.
 #[derive(Default)]
 pub struct BackupOptions {
-    /// Paths, each stored under the root by its base name.
-    pub paths: Vec<PathBuf>,
+    /// What goes under the snapshot's root.
+    pub items: Vec<Item>,
     /// Service label.
     pub service: Option<String>,
     /// Revision label.
@@ -88,54 +127,56 @@ pub fn valid_component(name: &[u8]) -> bool {
     !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
 }
 
-/// Runs a backup and writes its snapshot.
-pub fn backup(
-    repo: &Repo,
-    opts: &BackupOptions,
-    stream: Option<Stream>,
-    progress: &dyn Progress,
-) -> Result<BackupResult> {
+/// Runs a backup and writes its snapshot. All or nothing: if any item fails (a command
+/// exits non-zero, a path is missing), no snapshot is written.
+pub fn backup(repo: &Repo, opts: BackupOptions, progress: &dyn Progress) -> Result<BackupResult> {
     let started = Instant::now();
     let _lock = repo.lock(false, "backup")?;
     let mut a = Archiver::new(repo, progress)?;
     let mut root: Vec<(Entry, Option<usize>)> = Vec::new();
     let mut names = HashSet::new();
     let mut shown = Vec::new();
-    for p in &opts.paths {
-        let name = base_name(p)?;
-        if !names.insert(name.clone()) {
-            return Err(Error::Invalid(format!(
-                "two paths have the base name {:?}; each path is stored under its base name",
-                String::from_utf8_lossy(&name)
-            )));
-        }
-        std::fs::symlink_metadata(p).map_err(|e| Error::io(p, e))?;
-        let mut rel = vec![name.clone()];
-        if let Some(e) = a.entry(p, name, &mut rel)? {
-            root.push(e);
-        }
-        shown.push(p.display().to_string());
-    }
-    if let Some(s) = stream {
-        if !valid_component(s.name.as_bytes()) {
-            return Err(Error::Invalid(format!(
-                "{:?} cannot be a file name in a snapshot",
-                s.name
-            )));
-        }
-        if !names.insert(s.name.as_bytes().to_vec()) {
-            return Err(Error::Invalid(format!(
-                "the stream name {:?} clashes with a path's base name",
-                s.name
-            )));
-        }
-        shown.push(format!("<{}>", s.name));
-        root.push(a.stream(s)?);
-    }
-    if root.is_empty() {
+    if opts.items.is_empty() {
         return Err(Error::Invalid(
             "nothing to back up: give paths, --stdin or --command".into(),
         ));
+    }
+    for item in opts.items {
+        let name = item.name().to_string();
+        if !valid_component(name.as_bytes()) {
+            return Err(Error::Invalid(format!(
+                "{name:?} cannot be a file name in a snapshot"
+            )));
+        }
+        if !names.insert(name.clone()) {
+            return Err(Error::Invalid(format!(
+                "two items would both be stored as {name:?} in the snapshot's root"
+            )));
+        }
+        match item {
+            Item::Path { path, exclude, .. } => {
+                std::fs::symlink_metadata(&path).map_err(|e| Error::io(&path, e))?;
+                a.exclude = exclude
+                    .iter()
+                    .map(|x| {
+                        x.split('/')
+                            .filter(|c| !c.is_empty())
+                            .map(|c| c.as_bytes().to_vec())
+                            .collect()
+                    })
+                    .collect();
+                let mut rel = vec![name.as_bytes().to_vec()];
+                if let Some(e) = a.entry(&path, name.into_bytes(), &mut rel)? {
+                    root.push(e);
+                }
+                a.exclude.clear();
+                shown.push(path.display().to_string());
+            }
+            Item::Stream(s) => {
+                shown.push(format!("<{}>", s.name));
+                root.push(a.stream(s)?);
+            }
+        }
     }
     let tree_id = a.finish_dir(root)?;
     a.finish_pack()?;
@@ -191,6 +232,8 @@ struct Archiver<'r> {
     batch_bytes: usize,
     contents: Vec<Vec<Part>>,
     hardlinks: HashMap<(u64, u64), Vec<Vec<u8>>>,
+    /// Paths (relative to the current item) left out.
+    exclude: Vec<Vec<Vec<u8>>>,
     summary: Summary,
     warnings: Vec<String>,
 }
@@ -209,6 +252,7 @@ impl<'r> Archiver<'r> {
             batch_bytes: 0,
             contents: Vec::new(),
             hardlinks: HashMap::new(),
+            exclude: Vec::new(),
             summary: Summary::default(),
             warnings: Vec::new(),
         })
@@ -336,6 +380,10 @@ impl<'r> Archiver<'r> {
         for n in names {
             let child = path.join(&n);
             rel.push(n.as_bytes().to_vec());
+            if self.exclude.iter().any(|x| x.as_slice() == &rel[1..]) {
+                rel.pop();
+                continue;
+            }
             let e = self.entry(&child, n.as_bytes().to_vec(), rel);
             rel.pop();
             if let Some(e) = e? {
@@ -387,6 +435,7 @@ impl<'r> Archiver<'r> {
                 .map_err(|e| Error::io("<stdin>", e))?,
             StreamSource::Command(cmd) => {
                 let mut child = spawn(&cmd)?;
+                let cmd = cmd.display();
                 let out = child.stdout.take().expect("piped");
                 let read = self.data(out, &chunker);
                 let status = child.wait().map_err(|e| Error::CommandFailed {
@@ -397,7 +446,7 @@ impl<'r> Archiver<'r> {
                 if !status.success() {
                     return Err(Error::CommandFailed {
                         command: cmd,
-                        why: describe_status(status),
+                        why: crate::command::describe_status(status),
                     });
                 }
                 read.map_err(|e| Error::CommandFailed {
@@ -551,26 +600,13 @@ impl<'r> Archiver<'r> {
     }
 }
 
-/// Starts `sh -c cmd` with its standard output piped.
-pub fn spawn(cmd: &str) -> Result<Child> {
-    Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .stdin(Stdio::null())
+/// Starts a command with its standard output piped.
+pub fn spawn(cmd: &CommandLine) -> Result<Child> {
+    cmd.command()?
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| Error::CommandFailed {
-            command: cmd.to_string(),
+            command: cmd.display(),
             why: format!("cannot start: {e}"),
         })
-}
-
-/// "exit status 3" or "killed by signal 9".
-pub fn describe_status(status: std::process::ExitStatus) -> String {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => format!("exit status {c}"),
-        (None, Some(s)) => format!("killed by signal {s}"),
-        _ => status.to_string(),
-    }
 }

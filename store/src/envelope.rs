@@ -27,6 +27,8 @@ pub enum Magic {
     Pack,
     /// `locks/<name>`
     Lock,
+    /// `events/<name>`
+    Event,
 }
 
 impl Magic {
@@ -37,6 +39,7 @@ impl Magic {
             Magic::Snapshot => b"CAIRNSNP",
             Magic::Pack => b"CAIRNPAK",
             Magic::Lock => b"CAIRNLCK",
+            Magic::Event => b"CAIRNEVT",
         }
     }
 }

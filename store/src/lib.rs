@@ -24,18 +24,22 @@ pub mod backend;
 pub mod blob;
 pub mod chunker;
 pub mod codec;
+pub mod command;
 pub mod config;
 pub mod crypto;
 pub mod envelope;
 pub mod error;
+pub mod events;
 pub mod id;
 pub mod keyfile;
 pub mod pack;
+pub mod servicefile;
 pub mod snapshot;
 pub mod tree;
 
 #[cfg(feature = "rocksdb")]
 pub mod archiver;
+
 pub mod fsmeta;
 #[cfg(feature = "rocksdb")]
 pub mod index;
@@ -45,6 +49,8 @@ pub mod lock;
 pub mod repo;
 #[cfg(feature = "rocksdb")]
 pub mod restorer;
+#[cfg(feature = "rocksdb")]
+pub mod service;
 
 pub use error::{Error, Result};
 pub use id::{BlobId, PackId, SnapshotId};

@@ -20,10 +20,27 @@ pub struct LockInfo {
     pub pid: u32,
     /// When it was taken, ns since the epoch.
     pub time_ns: i64,
-    /// Exclusive or shared.
+    /// Exclusive over the whole repository, or shared.
     pub exclusive: bool,
     /// The command holding it.
     pub command: String,
+    /// For a service lock: a keyed hash of the service name (hex). Two locks with the same
+    /// scope conflict; scoped locks are otherwise shared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// What kind of lock to take.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// Exclusive over the whole repository (index rebuild, prune) or shared (backup).
+    pub exclusive: bool,
+    /// A scope (service) that only one holder may have at a time.
+    pub scope: Option<String>,
+    /// The command, shown to whoever finds the lock.
+    pub command: String,
+    /// How long to keep trying while another process holds a conflicting lock.
+    pub wait: std::time::Duration,
 }
 
 /// A held lock; released when dropped.
@@ -38,45 +55,88 @@ impl Drop for Lock {
     }
 }
 
-/// This machine's host name.
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if r != 0 {
-        return "unknown".into();
-    }
-    let n = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..n]).into_owned()
-}
+pub use crate::fsmeta::hostname;
 
-/// Takes a lock, or fails with [`Error::Locked`] naming the holder.
+/// Takes a shared or exclusive repository lock, without waiting.
 pub fn acquire(
     backend: &Arc<dyn Backend>,
     keys: &Keys,
     exclusive: bool,
     command: &str,
 ) -> Result<Lock> {
-    let info = LockInfo {
-        host: hostname(),
-        pid: std::process::id(),
-        time_ns: crate::now_ns(),
+    let req = Request {
         exclusive,
-        command: command.to_string(),
+        scope: None,
+        command: command.into(),
+        wait: Default::default(),
     };
-    let name = format!("locks/{}", hex::encode(random_array::<16>()));
-    let sealed = envelope::seal_file(
-        keys,
-        Magic::Lock,
-        &serde_json::to_vec(&info).expect("serialises"),
-    );
-    backend.write(&name, &sealed)?;
-    let lock = Lock {
-        backend: backend.clone(),
-        name,
-    };
+    acquire_with(backend, keys, &req)
+}
+
+fn conflicts(a: &LockInfo, b: &LockInfo) -> bool {
+    a.exclusive || b.exclusive || (a.scope.is_some() && a.scope == b.scope)
+}
+
+/// Takes a lock, or fails with [`Error::Locked`] naming the holder once `req.wait` has passed.
+///
+/// Every taker writes its lock file first, then reads the others. Of two conflicting locks
+/// the older (by time, then name) wins and the younger backs off, so two processes that
+/// start together never both give up, and never both go ahead.
+pub fn acquire_with(backend: &Arc<dyn Backend>, keys: &Keys, req: &Request) -> Result<Lock> {
+    let deadline = std::time::Instant::now() + req.wait;
+    loop {
+        let info = LockInfo {
+            host: hostname(),
+            pid: std::process::id(),
+            time_ns: crate::now_ns(),
+            exclusive: req.exclusive,
+            command: req.command.clone(),
+            scope: req.scope.clone(),
+        };
+        let name = format!("locks/{}", hex::encode(random_array::<16>()));
+        let sealed = envelope::seal_file(
+            keys,
+            Magic::Lock,
+            &serde_json::to_vec(&info).expect("serialises"),
+        );
+        backend.write(&name, &sealed)?;
+        let lock = Lock {
+            backend: backend.clone(),
+            name,
+        };
+        match first_conflict(backend, keys, &lock.name, &info)? {
+            None => return Ok(lock),
+            Some(held) => {
+                drop(lock);
+                if std::time::Instant::now() >= deadline {
+                    let what = match (&held.scope, held.exclusive) {
+                        (_, true) => "an exclusive lock",
+                        (Some(_), false) => "the service's lock",
+                        (None, false) => "a lock",
+                    };
+                    return Err(Error::Locked(format!(
+                        "`{}` (pid {} on {}, since {}s) holds {what}",
+                        held.command,
+                        held.pid,
+                        held.host,
+                        (crate::now_ns() - held.time_ns).max(0) / 1_000_000_000
+                    )));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+/// The oldest lock older than ours that conflicts with it; removes stale ones on the way.
+fn first_conflict(
+    backend: &Arc<dyn Backend>,
+    keys: &Keys,
+    mine: &str,
+    info: &LockInfo,
+) -> Result<Option<LockInfo>> {
     for other in backend.list("locks")? {
-        if other == lock.name {
+        if other == mine {
             continue;
         }
         let Ok(bytes) = crate::repo::read_bounded(backend.as_ref(), &other, 64 * 1024) else {
@@ -92,15 +152,10 @@ pub fn acquire(
             backend.remove(&other)?;
             continue;
         }
-        if held.exclusive || exclusive {
-            return Err(Error::Locked(format!(
-                "`{}` (pid {} on {}) holds {} lock",
-                held.command,
-                held.pid,
-                held.host,
-                if held.exclusive { "an exclusive" } else { "a" }
-            )));
+        let older = (held.time_ns, other.as_str()) < (info.time_ns, mine);
+        if older && conflicts(&held, info) {
+            return Ok(Some(held));
         }
     }
-    Ok(lock)
+    Ok(None)
 }

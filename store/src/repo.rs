@@ -171,6 +171,11 @@ impl Repo {
         lock::acquire(&self.backend, &self.keys, exclusive, command)
     }
 
+    /// Takes a lock as described by `req` (scoped, waiting).
+    pub fn lock_with(&self, req: &lock::Request) -> Result<Lock> {
+        lock::acquire_with(&self.backend, &self.keys, req)
+    }
+
     /// The chunker for files in trees.
     pub fn tree_chunker(&self) -> Result<Chunker> {
         Chunker::new(self.keys.gear_table(), self.config.chunker_tree)

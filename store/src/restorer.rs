@@ -146,6 +146,7 @@ pub fn restore(
         progress,
         target: target.to_path_buf(),
         restored: HashSet::new(),
+        prefix: Vec::new(),
         stats: RestoreStats::default(),
     };
     let path = match include {
@@ -167,11 +168,58 @@ pub fn restore(
     Ok(r.stats)
 }
 
+/// Restores one entry of the snapshot's root (a service's state item) to exactly `dest`,
+/// which must not exist yet: a directory's tree goes into `dest`, a file becomes `dest`.
+pub fn restore_entry(
+    repo: &Repo,
+    entry: &Entry,
+    dest: &Path,
+    progress: &dyn Progress,
+) -> Result<RestoreStats> {
+    if fs::symlink_metadata(dest).is_ok() {
+        return Err(Error::Invalid(format!("{} exists already", dest.display())));
+    }
+    let (Some(parent), Some(name)) = (dest.parent(), dest.file_name()) else {
+        return Err(Error::Invalid(format!(
+            "{} cannot be a restore destination",
+            dest.display()
+        )));
+    };
+    let mut r = Restorer {
+        repo,
+        progress,
+        target: parent.to_path_buf(),
+        restored: HashSet::new(),
+        prefix: vec![entry.name.clone()],
+        stats: RestoreStats::default(),
+    };
+    match &entry.node {
+        Node::Dir(id) => {
+            fs::create_dir(dest).map_err(|e| Error::io(dest, e))?;
+            r.target = dest.to_path_buf();
+            let tree = repo.load_tree(id)?;
+            r.tree(&tree, &mut Vec::new())?;
+            r.stats.dirs += 1;
+            r.finish_meta(dest, entry, false)?;
+        }
+        _ => {
+            r.prefix.clear();
+            let mut e = entry.clone();
+            e.name = name.as_bytes().to_vec();
+            r.entry(&e, &mut Vec::new())?;
+        }
+    }
+    Ok(r.stats)
+}
+
 struct Restorer<'a> {
     repo: &'a Repo,
     progress: &'a dyn Progress,
     target: PathBuf,
+    /// Snapshot paths of the files written, for hard links.
     restored: HashSet<Vec<Vec<u8>>>,
+    /// The snapshot path that `target` stands for (empty: the root).
+    prefix: Vec<Vec<u8>>,
     stats: RestoreStats,
 }
 
@@ -284,7 +332,8 @@ impl Restorer<'_> {
                 fs::rename(&tmp, &p).map_err(|err| Error::io(&p, err))?;
                 self.stats.files += 1;
                 self.stats.bytes += written;
-                self.restored.insert(rel.clone());
+                self.restored
+                    .insert([self.prefix.as_slice(), rel.as_slice()].concat());
                 self.finish_meta(&p, e, false)?;
             }
             Node::Symlink(target) => {
@@ -301,16 +350,19 @@ impl Restorer<'_> {
                     });
                 }
                 if !self.restored.contains(to) {
-                    return Err(Error::Hostile {
-                        path: display(rel),
-                        why: format!(
-                            "hard link to {}, which this restore has not written",
-                            display(to)
-                        ),
-                    });
+                    // Its file is outside what this restore writes (--include), or damaged.
+                    let msg = format!(
+                        "{}: hard link to {}, which this restore did not write; skipped",
+                        display(rel),
+                        display(to)
+                    );
+                    self.progress.warn(&msg);
+                    self.stats.skipped.push(msg);
+                    return Ok(());
                 }
                 self.clear(&p)?;
-                fs::hard_link(self.path(to), &p).map_err(|err| Error::io(&p, err))?;
+                let inside = &to[self.prefix.len()..];
+                fs::hard_link(self.path(inside), &p).map_err(|err| Error::io(&p, err))?;
             }
             Node::CharDevice(_) | Node::BlockDevice(_) => {
                 let msg = format!(

@@ -171,10 +171,16 @@ fn xof_input(seed: &[u8], len: usize) -> Vec<u8> {
 }
 
 fn magic_of(bytes: &[u8]) -> Result<Magic, String> {
-    [Magic::Config, Magic::Snapshot, Magic::Pack, Magic::Lock]
-        .into_iter()
-        .find(|m| m.bytes().as_slice() == bytes)
-        .ok_or_else(|| format!("unknown magic {}", hex::encode(bytes)))
+    [
+        Magic::Config,
+        Magic::Snapshot,
+        Magic::Pack,
+        Magic::Lock,
+        Magic::Event,
+    ]
+    .into_iter()
+    .find(|m| m.bytes().as_slice() == bytes)
+    .ok_or_else(|| format!("unknown magic {}", hex::encode(bytes)))
 }
 
 fn kind_of(v: u8) -> Result<BlobKind, String> {
@@ -502,6 +508,13 @@ fn check_sealed_file(v: &Vector) -> Result<(), String> {
             let json: serde_json::Value =
                 serde_json::from_slice(&opened).map_err(|e| e.to_string())?;
             ensure(json["command"] == "backup", || "lock JSON".into())
+        }
+        Magic::Event => {
+            let ev: cairn_store::events::Event =
+                serde_json::from_slice(&opened).map_err(|e| e.to_string())?;
+            ensure(ev.service == "drupal" && ev.ok(), || {
+                format!("event decodes to {ev:?}")
+            })
         }
         Magic::Pack => Err("packs are not single-payload files".into()),
     }

@@ -3,4 +3,6 @@
 
 mod backup_restore;
 mod failures;
+mod mariadb;
+mod state;
 mod support;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::bail;
-use cairn_store::archiver::{self, BackupOptions, Stream, StreamSource};
+use cairn_store::archiver::{self, BackupOptions, CommandLine, Item, Stream, StreamSource};
 use cairn_store::repo::Mode;
 
 use super::Global;
@@ -53,25 +53,31 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
         bail!("a service name must be non-empty and hold no '@' or '~'");
     }
     let repo = g.open(Mode::Write)?;
-    let stream = if a.stdin {
-        Some(Stream {
+    let mut items = Vec::new();
+    for p in &a.paths {
+        items.push(Item::path(p)?);
+    }
+    if a.stdin {
+        let source = StreamSource::Reader(Box::new(std::io::stdin()));
+        items.push(Item::Stream(Stream {
             name: a.stdin_name.clone(),
-            source: StreamSource::Reader(Box::new(std::io::stdin())),
-        })
-    } else {
-        a.command.clone().map(|c| Stream {
+            source,
+        }));
+    } else if let Some(c) = a.command.clone() {
+        let source = StreamSource::Command(CommandLine::Shell(c));
+        items.push(Item::Stream(Stream {
             name: a.stdin_name.clone(),
-            source: StreamSource::Command(c),
-        })
-    };
+            source,
+        }));
+    }
     let opts = BackupOptions {
-        paths: a.paths,
+        items,
         service: a.service,
         revision: a.revision,
         tags: a.tags,
     };
     let bar = ui::Bar::new(g.quiet || a.json, "backup");
-    let r = archiver::backup(&repo, &opts, stream, &bar);
+    let r = archiver::backup(&repo, opts, &bar);
     bar.finish();
     let r = r?;
     let s = &r.snapshot.summary;

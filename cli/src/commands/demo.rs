@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use cairn_store::archiver::{self, BackupOptions, Stream, StreamSource};
+use cairn_store::archiver::{self, BackupOptions, Item, Stream, StreamSource};
 use cairn_store::config::KdfParams;
 use cairn_store::repo::{self, Mode, Repo};
 use cairn_store::restorer;
@@ -149,16 +149,18 @@ fn snap(repo: &Repo, sites: &Path, dump: &Path, rev: &str) -> anyhow::Result<(St
     let f = fs::File::open(dump)?;
     let r = archiver::backup(
         repo,
-        &BackupOptions {
-            paths: vec![sites.to_path_buf()],
+        BackupOptions {
+            items: vec![
+                Item::path(sites)?,
+                Item::Stream(Stream {
+                    name: "db.sql".into(),
+                    source: StreamSource::Reader(Box::new(f)),
+                }),
+            ],
             service: Some("drupal".into()),
             revision: Some(rev.into()),
             tags: vec!["demo".into()],
         },
-        Some(Stream {
-            name: "db.sql".into(),
-            source: StreamSource::Reader(Box::new(f)),
-        }),
         &archiver::Silent,
     )?;
     Ok((

@@ -9,6 +9,7 @@ pub mod key;
 pub mod ls;
 pub mod restore;
 pub mod snapshots;
+pub mod state;
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,7 @@ pub struct Global {
     pub repo: Option<PathBuf>,
     pub password_file: Option<PathBuf>,
     pub quiet: bool,
+    pub config: Option<PathBuf>,
 }
 
 impl Global {

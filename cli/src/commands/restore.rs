@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use cairn_store::repo::Mode;
 use cairn_store::restorer;
+use cairn_store::service;
 
 use super::Global;
 use crate::ui;
@@ -20,6 +21,10 @@ pub struct Args {
     /// Directory to restore into (created if missing).
     #[arg(long, short = 't', value_name = "DIR")]
     target: PathBuf,
+    /// With SERVICE or SERVICE@REV: the newest such snapshot not after this time (UTC:
+    /// YYYY-MM-DD[ HH:MM[:SS]], or @SECONDS).
+    #[arg(long, value_name = "TIME")]
+    at: Option<String>,
     /// Restore only this path of the snapshot (kept at its place under the target).
     #[arg(long, value_name = "PATH")]
     include: Option<String>,
@@ -27,7 +32,19 @@ pub struct Args {
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     let repo = g.open(Mode::Read)?;
-    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    let (id, snap) = match &a.at {
+        None => repo.find_snapshot(&a.snapshot)?,
+        Some(t) => {
+            let t = ui::parse_time(t)?;
+            let (service, pick) = match a.snapshot.split_once('@') {
+                Some((s, r)) => (s, service::Pick::RevisionAt(r.to_string(), t)),
+                None => (a.snapshot.as_str(), service::Pick::At(t)),
+            };
+            service::resolve(&repo, service, &pick)?.ok_or_else(|| {
+                anyhow::anyhow!("no snapshot of {} at or before {}", a.snapshot, ui::time(t))
+            })?
+        }
+    };
     let bar = ui::Bar::new(g.quiet, "restore");
     let r = restorer::restore(&repo, &snap.tree, &a.target, a.include.as_deref(), &bar);
     bar.finish();
