@@ -1,37 +1,53 @@
 //! `cairn demo`: the whole story on a temporary repository, with nothing to set up.
 //!
-//! A Drupal-like `sites/` tree and a SQL dump are generated, snapshotted as drupal@r1,
-//! "upgraded" (a column added, 1% of rows changed, files added and edited), snapshotted as
-//! drupal@r2, and drupal@r1 is restored by its label and compared byte for byte with what was
-//! saved. The table at the end shows what each snapshot cost.
+//! A Drupal-like service is made: a `sites/` tree and a database, which here is a SQL file
+//! dumped with `cat` and loaded with `cat >` (a real service file names `mysqldump` and
+//! `mysql`; the end-to-end tests do that against a real MariaDB). Then the state shim runs
+//! around an upgrade and two roll-backs:
+//!
+//! 1. `state dump drupal --revision r1` before the upgrade;
+//! 2. the "upgrade" migrates the state in place (a column added, 1% of rows changed, uploads
+//!    and settings changed); `state transition --to r2` records the move; more work under r2;
+//! 3. `state transition --to r1` rolls back: the state is exactly r1's again;
+//! 4. `state transition --to r2` rolls forward: exactly the r2 state as it was.
+//!
+//! The table at the end shows what each snapshot cost.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use cairn_store::archiver::{self, BackupOptions, Item, Stream, StreamSource};
 use cairn_store::config::KdfParams;
 use cairn_store::repo::{self, Mode, Repo};
-use cairn_store::restorer;
+use cairn_store::service::{self, Options, Report};
+use cairn_store::servicefile::ServiceFile;
 
 use super::Global;
 use crate::ui;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Keep the demo's files (repository, state, restore) in this new directory.
+    /// Keep the demo's files (repository, service file, state) in this new directory.
     #[arg(long, value_name = "DIR")]
     keep: Option<PathBuf>,
-    /// Rows in the generated database dump (about 150 bytes each).
+    /// Rows in the generated database (about 150 bytes each).
     #[arg(long, default_value_t = 100_000)]
     rows: u32,
 }
 
-struct Quiet;
-impl restorer::Progress for Quiet {}
-
 const PASSWORD: &[u8] = b"demo password (not secret)";
+
+struct Say(bool);
+impl cairn_store::archiver::Progress for Say {}
+impl cairn_store::restorer::Progress for Say {}
+impl Report for Say {
+    fn step(&self, msg: &str) {
+        if !self.0 {
+            println!("     {msg}");
+        }
+    }
+}
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     let tmp;
@@ -41,7 +57,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
                 bail!("{} is not empty", d.display());
             }
             fs::create_dir_all(d)?;
-            d.clone()
+            d.canonicalize()?
         }
         None => {
             tmp = tempfile::Builder::new().prefix("cairn-demo-").tempdir()?;
@@ -56,7 +72,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     let repo_dir = base.join("repo");
     let state = base.join("state");
     let sites = state.join("sites");
-    let dump = state.join("db.sql");
+    let db = state.join("db.sql");
+    fs::create_dir_all(&state)?;
     say(format!("== cairn demo in {}", base.display()));
     // A light KDF: this repository's password is printed above, it protects nothing.
     repo::init(
@@ -68,106 +85,133 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
             p: 1,
         },
     )?;
+    let config = format!(
+        r#"repository = "{repo}"
+
+[service.drupal]
+stop  = "true"   # e.g. "herd stop drupal"
+start = "true"   # e.g. "herd start drupal"
+
+[[service.drupal.state]]
+name    = "sites"
+path    = "{sites}"
+exclude = ["default/files/css"]
+
+[[service.drupal.state]]
+name = "db"
+dump = ["cat", "{db}"]          # e.g. "mysqldump --single-transaction --add-drop-database --databases drupal"
+load = "cat > '{db}'"           # e.g. "mysql"
+"#,
+        repo = repo_dir.display(),
+        sites = sites.display(),
+        db = db.display()
+    );
+    fs::write(base.join("cairn.toml"), &config)?;
+    let file = ServiceFile::parse(&config)?;
+    let svc = file.service("drupal")?;
     say(format!(
-        "1. created an encrypted repository at {}",
+        "0. an encrypted repository at {} and a service file:",
         repo_dir.display()
     ));
+    say(format!("   {}", base.join("cairn.toml").display()));
 
     make_sites(&sites, 1)?;
-    make_dump(&dump, a.rows, 1)?;
-    let r1_digest = digest(&state)?;
+    make_dump(&db, a.rows, 1)?;
+    let r1 = digest(&state)?;
+    let opts = Options::default();
+    let report = Say(g.quiet);
     let repo = Repo::open(&repo_dir, PASSWORD, Mode::Write)?;
-    let s1 = snap(&repo, &sites, &dump, "r1")?;
-    say(format!(
-        "2. state dump of drupal@r1: snapshot {} ({} in, {} stored)",
-        s1.0,
-        ui::size(s1.1),
-        ui::size(s1.2)
-    ));
+    say("1. before the upgrade: cairn state dump drupal --revision r1".into());
+    service::dump(&repo, svc, "r1", &opts, &report)?;
 
+    say("2. the upgrade to r2 migrates the state in place (ALTER TABLE, 1% of rows, uploads, settings)".into());
     make_sites(&sites, 2)?;
-    make_dump(&dump, a.rows, 2)?;
-    say("3. upgrade to r2: ALTER TABLE, 1% of rows migrated, uploads and settings changed".into());
-    let s2 = snap(&repo, &sites, &dump, "r2")?;
-    say(format!(
-        "4. state dump of drupal@r2: snapshot {} ({} in, {} stored)",
-        s2.0,
-        ui::size(s2.1),
-        ui::size(s2.2)
-    ));
-    drop(repo);
+    make_dump(&db, a.rows, 2)?;
+    say("   after activating r2: cairn state load drupal --revision r2".into());
+    service::load(
+        &repo,
+        svc,
+        &service::Pick::Revision {
+            revision: "r2".into(),
+            back: 0,
+        },
+        &opts,
+        &report,
+    )?;
+    say("   ... r2 runs for a while and writes more state".into());
+    let mut f = fs::OpenOptions::new().append(true).open(&db)?;
+    writeln!(
+        f,
+        "INSERT INTO `node_field_data` VALUES ({},'written under r2','new','en');",
+        a.rows
+    )?;
+    drop(f);
+    fs::write(
+        sites.join("default/files/written-under-r2.txt"),
+        "hello from r2\n",
+    )?;
+    let r2 = digest(&state)?;
 
-    let repo = Repo::open(&repo_dir, PASSWORD, Mode::Read)?;
-    let out = base.join("restore-r1");
-    let (_, snap1) = repo.find_snapshot("drupal@r1")?;
-    restorer::restore(&repo, &snap1.tree, &out, None, &Quiet)?;
-    let same = digest(&out)? == r1_digest;
+    say("3. roll back: cairn state transition drupal --to r1".into());
+    service::transition(&repo, svc, "r1", None, &opts, &report)?;
+    let back = digest(&state)? == r1;
     say(format!(
-        "5. roll back: restored drupal@r1 into {}: {}",
-        out.display(),
-        if same {
-            "identical to the r1 state, byte for byte"
+        "   the state is {}",
+        if back {
+            "exactly r1's again"
         } else {
-            "DIFFERENT"
+            "NOT r1's"
         }
     ));
-    if !same {
-        bail!("the restored r1 state differs from what was saved");
+
+    say("4. roll forward: cairn state transition drupal --to r2".into());
+    service::transition(&repo, svc, "r2", None, &opts, &report)?;
+    let fwd = digest(&state)? == r2;
+    say(format!(
+        "   the state is {}",
+        if fwd {
+            "exactly r2's as it was before the roll-back"
+        } else {
+            "NOT r2's"
+        }
+    ));
+    if !back || !fwd {
+        bail!("the demo's state did not come back identical");
     }
 
     say(String::new());
     say(format!(
-        "{:<18} {:>12} {:>14} {:>8}",
-        "snapshot", "logical", "added to repo", "ratio"
+        "{:<22} {:<14} {:>12} {:>14}",
+        "snapshot", "tags", "state", "added to repo"
     ));
     let mut total_in = 0;
     for (id, s) in repo.snapshots()? {
         total_in += s.summary.bytes;
         say(format!(
-            "{:<18} {:>12} {:>14} {:>7.1}x   ({})",
+            "{:<22} {:<14} {:>12} {:>14}   ({})",
             s.label().unwrap_or_default(),
+            s.tags.join(","),
             ui::size(s.summary.bytes),
             ui::size(s.summary.added_bytes),
-            s.summary.bytes as f64 / s.summary.added_bytes.max(1) as f64,
             id.short()
         ));
     }
     let on_disk = du(&repo_dir.join("packs"))?;
     say(format!(
-        "packs on disk: {} for {} of state ({:.1}x smaller); every byte encrypted",
+        "packs on disk: {} for {} of state snapshots ({:.1}x smaller); every byte encrypted",
         ui::size(on_disk),
         ui::size(total_in),
         total_in as f64 / on_disk.max(1) as f64
     ));
-    if a.keep.is_none() {
-        say("(the demo's files are removed now; --keep DIR keeps them)".into());
+    match &a.keep {
+        Some(d) => say(format!(
+            "try: CAIRN_PASSWORD='{}' cairn --config {}/cairn.toml state history drupal",
+            String::from_utf8_lossy(PASSWORD),
+            d.display()
+        )),
+        None => say("(the demo's files are removed now; --keep DIR keeps them)".into()),
     }
     Ok(crate::exit::OK)
-}
-
-fn snap(repo: &Repo, sites: &Path, dump: &Path, rev: &str) -> anyhow::Result<(String, u64, u64)> {
-    let f = fs::File::open(dump)?;
-    let r = archiver::backup(
-        repo,
-        BackupOptions {
-            items: vec![
-                Item::path(sites)?,
-                Item::Stream(Stream {
-                    name: "db.sql".into(),
-                    source: StreamSource::Reader(Box::new(f)),
-                }),
-            ],
-            service: Some("drupal".into()),
-            revision: Some(rev.into()),
-            tags: vec!["demo".into()],
-        },
-        &archiver::Silent,
-    )?;
-    Ok((
-        r.id.short(),
-        r.snapshot.summary.bytes,
-        r.snapshot.summary.added_bytes,
-    ))
 }
 
 /// A small deterministic generator (xorshift), so the demo needs no data files.
@@ -287,6 +331,9 @@ fn digest(dir: &Path) -> anyhow::Result<[u8; 32]> {
         names.sort();
         for n in names.into_iter().rev() {
             let r = rel.join(&n);
+            if r == Path::new("sites/default/files/css") {
+                continue; // excluded in the service file: a cache, not state
+            }
             let p = dir.join(&r);
             let md = fs::symlink_metadata(&p)?;
             h.update(r.as_os_str().as_encoded_bytes());
