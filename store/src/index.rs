@@ -11,7 +11,9 @@
 //! 'l' label hash [16] | time u64 BE | id  → (empty)   one per snapshot with service and revision
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
 
 use rocksdb::{DB, Direction, IteratorMode, Options, WriteBatch, WriteOptions};
 
@@ -66,8 +68,16 @@ impl Location {
 }
 
 /// The open index.
+///
+/// RocksDB lets one process at a time open a database for writing, and a backup or a prune
+/// may run for a long time. So no process holds it open for writing: reads go through a
+/// read-only view (every table file opened up front, so a concurrent compaction cannot pull
+/// one away), and each write opens the database for writing just long enough to apply one
+/// batch and flush it, then refreshes the view. Concurrent writers take turns in
+/// milliseconds instead of failing as "locked" for the length of a backup.
 pub struct Index {
-    db: DB,
+    dir: PathBuf,
+    view: RwLock<DB>,
 }
 
 fn ix(e: rocksdb::Error) -> Error {
@@ -91,33 +101,81 @@ fn key(prefix: u8, id: &[u8]) -> Vec<u8> {
     k
 }
 
+fn ro_options() -> Options {
+    let mut opts = Options::default();
+    opts.set_max_open_files(-1);
+    opts
+}
+
+fn rw_options() -> Options {
+    let mut opts = ro_options();
+    opts.create_if_missing(true);
+    opts.set_keep_log_file_num(2);
+    opts.set_max_log_file_size(1 << 20);
+    opts
+}
+
+/// How long a write waits for another process's write session before giving up.
+const WRITE_WAIT: Duration = Duration::from_secs(120);
+
 impl Index {
-    /// Opens (creating if needed) the index for writing. One process at a time.
-    pub fn open_rw(dir: &Path) -> Result<Self> {
-        let mut opts = Options::default();
-        opts.create_if_missing(true);
-        opts.set_keep_log_file_num(2);
-        opts.set_max_log_file_size(1 << 20);
-        let db = DB::open(&opts, dir).map_err(ix)?;
-        Ok(Self { db })
+    /// Creates an empty index.
+    pub fn create(dir: &Path) -> Result<()> {
+        let db = DB::open(&rw_options(), dir).map_err(ix)?;
+        db.flush().map_err(ix)
     }
 
-    /// Opens an existing index for reading; works while another process writes.
-    pub fn open_ro(dir: &Path) -> Result<Self> {
+    /// Opens an existing index.
+    pub fn open(dir: &Path) -> Result<Self> {
         if !dir.join("CURRENT").exists() {
             return Err(Error::Index(format!(
                 "{} is missing: run `cairn index rebuild`",
                 dir.display()
             )));
         }
-        let opts = Options::default();
-        let db = DB::open_for_read_only(&opts, dir, false).map_err(ix)?;
-        Ok(Self { db })
+        let db = DB::open_for_read_only(&ro_options(), dir, false).map_err(ix)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            view: RwLock::new(db),
+        })
+    }
+
+    fn db(&self) -> std::sync::RwLockReadGuard<'_, DB> {
+        self.view.read().expect("not poisoned")
+    }
+
+    /// Applies a batch durably in a short write session, then refreshes the view.
+    fn write(&self, batch: WriteBatch) -> Result<()> {
+        let deadline = Instant::now() + WRITE_WAIT;
+        let db = loop {
+            match DB::open(&rw_options(), &self.dir) {
+                Ok(db) => break db,
+                Err(e) => match ix(e) {
+                    Error::Locked(_) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    e => return Err(e),
+                },
+            }
+        };
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        db.write_opt(batch, &wo).map_err(ix)?;
+        db.flush().map_err(ix)?;
+        drop(db);
+        self.refresh()
+    }
+
+    /// Reopens the view so it sees every write made so far, by any process.
+    pub fn refresh(&self) -> Result<()> {
+        let fresh = DB::open_for_read_only(&ro_options(), &self.dir, false).map_err(ix)?;
+        *self.view.write().expect("not poisoned") = fresh;
+        Ok(())
     }
 
     /// A blob's location.
     pub fn get(&self, id: &BlobId) -> Result<Option<Location>> {
-        match self.db.get_pinned(key(b'b', &id.0)).map_err(ix)? {
+        match self.db().get_pinned(key(b'b', &id.0)).map_err(ix)? {
             Some(v) => Ok(Some(Location::decode(&v)?)),
             None => Ok(None),
         }
@@ -125,7 +183,11 @@ impl Index {
 
     /// Whether a blob is indexed.
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
-        Ok(self.db.get_pinned(key(b'b', &id.0)).map_err(ix)?.is_some())
+        Ok(self
+            .db()
+            .get_pinned(key(b'b', &id.0))
+            .map_err(ix)?
+            .is_some())
     }
 
     /// Records a pack and all its blobs.
@@ -146,23 +208,23 @@ impl Index {
         pv.extend_from_slice(&size.to_le_bytes());
         pv.extend_from_slice(&(entries.len() as u32).to_le_bytes());
         batch.put(key(b'p', &id.0), pv);
-        self.db
-            .write_opt(batch, &WriteOptions::default())
-            .map_err(ix)
+        self.write(batch)
     }
 
     /// Whether a pack is indexed.
     pub fn has_pack(&self, id: &PackId) -> Result<bool> {
-        Ok(self.db.get_pinned(key(b'p', &id.0)).map_err(ix)?.is_some())
+        Ok(self
+            .db()
+            .get_pinned(key(b'p', &id.0))
+            .map_err(ix)?
+            .is_some())
     }
 
     /// Every indexed pack with its size and blob count.
     pub fn packs(&self) -> Result<Vec<(PackId, u64, u32)>> {
         let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator(IteratorMode::From(b"p", Direction::Forward))
-        {
+        let db = self.db();
+        for item in db.iterator(IteratorMode::From(b"p", Direction::Forward)) {
             let (k, v) = item.map_err(ix)?;
             if k.first() != Some(&b'p') {
                 break;
@@ -196,19 +258,21 @@ impl Index {
         if let Some(l) = label {
             batch.put(label_key(&l, time_ns, id), b"");
         }
-        self.db
-            .write_opt(batch, &WriteOptions::default())
-            .map_err(ix)
+        self.write(batch)
     }
 
     /// Whether a snapshot is indexed.
     pub fn has_snapshot(&self, id: &SnapshotId) -> Result<bool> {
-        Ok(self.db.get_pinned(key(b's', &id.0)).map_err(ix)?.is_some())
+        Ok(self
+            .db()
+            .get_pinned(key(b's', &id.0))
+            .map_err(ix)?
+            .is_some())
     }
 
     /// Forgets a snapshot.
     pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<()> {
-        let Some(v) = self.db.get(key(b's', &id.0)).map_err(ix)? else {
+        let Some(v) = self.db().get(key(b's', &id.0)).map_err(ix)? else {
             return Ok(());
         };
         let mut batch = WriteBatch::default();
@@ -218,18 +282,14 @@ impl Index {
             batch.delete(label_key(&l, t, id));
         }
         batch.delete(key(b's', &id.0));
-        self.db
-            .write_opt(batch, &WriteOptions::default())
-            .map_err(ix)
+        self.write(batch)
     }
 
     /// Every indexed snapshot id.
     pub fn snapshots(&self) -> Result<Vec<SnapshotId>> {
         let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator(IteratorMode::From(b"s", Direction::Forward))
-        {
+        let db = self.db();
+        for item in db.iterator(IteratorMode::From(b"s", Direction::Forward)) {
             let (k, _) = item.map_err(ix)?;
             if k.first() != Some(&b's') {
                 break;
@@ -246,10 +306,8 @@ impl Index {
         let mut prefix = vec![b'l'];
         prefix.extend_from_slice(label);
         let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator(IteratorMode::From(&prefix, Direction::Forward))
-        {
+        let db = self.db();
+        for item in db.iterator(IteratorMode::From(&prefix, Direction::Forward)) {
             let (k, _) = item.map_err(ix)?;
             if !k.starts_with(&prefix) {
                 break;
@@ -266,30 +324,29 @@ impl Index {
     pub fn remove_packs(&self, gone: &[PackId]) -> Result<u64> {
         let gone: std::collections::HashSet<&PackId> = gone.iter().collect();
         let mut batch = WriteBatch::default();
-        for item in self
-            .db
-            .iterator(IteratorMode::From(b"b", Direction::Forward))
         {
-            let (k, v) = item.map_err(ix)?;
-            if k.first() != Some(&b'b') {
-                break;
-            }
-            if v.len() >= 32 && gone.contains(&PackId(v[..32].try_into().expect("32"))) {
-                batch.delete(&k);
+            let db = self.db();
+            for item in db.iterator(IteratorMode::From(b"b", Direction::Forward)) {
+                let (k, v) = item.map_err(ix)?;
+                if k.first() != Some(&b'b') {
+                    break;
+                }
+                if v.len() >= 32 && gone.contains(&PackId(v[..32].try_into().expect("32"))) {
+                    batch.delete(&k);
+                }
             }
         }
         for p in &gone {
             batch.delete(key(b'p', &p.0));
         }
-        self.db
-            .write_opt(batch, &WriteOptions::default())
-            .map_err(ix)?;
+        self.write(batch)?;
         Ok(gone.len() as u64)
     }
 
-    /// Writes memtables to disk.
+    /// Every write is durable when it returns; kept so callers can mark where durability
+    /// matters.
     pub fn flush(&self) -> Result<()> {
-        self.db.flush().map_err(ix)
+        Ok(())
     }
 }
 

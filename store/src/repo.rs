@@ -97,7 +97,7 @@ pub fn init(path: &Path, password: &[u8], kdf: KdfParams) -> Result<()> {
     backend.write(&format!("keys/{}", hex::encode(random_array::<16>())), &kf)?;
     backend.write("config", &config.seal(&keys))?;
     // An empty index, so read-only commands work before the first backup.
-    Index::open_rw(&path.join("index"))?.flush()?;
+    Index::create(&path.join("index"))?;
     Ok(())
 }
 
@@ -118,8 +118,13 @@ impl Repo {
         )?;
         let index_dir = path.join("index");
         let index = match mode {
-            Mode::Read => Some(Index::open_ro(&index_dir)?),
-            Mode::Write => Some(Index::open_rw(&index_dir)?),
+            Mode::Read => Some(Index::open(&index_dir)?),
+            Mode::Write => {
+                if !index_dir.join("CURRENT").exists() {
+                    Index::create(&index_dir)?;
+                }
+                Some(Index::open(&index_dir)?)
+            }
             Mode::Keys => None,
         };
         let repo = Self {
