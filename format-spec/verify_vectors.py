@@ -2,7 +2,7 @@
 """Independent check of Cairn's format test vectors, written from format-spec/ alone.
 
 It re-derives every success vector in vectors/ (keys, ids, the gear table, chunk cut points,
-sealed files, the pack, the tree, the key file) and checks that every failure vector is
+sealed files, the journal event, the pack, the tree, the key file) and checks that every failure vector is
 refused for the stated reason, without using any Cairn code.
 
 Needs: blake3, cryptography, argon2-cffi, zstandard (PyPI). For example:
@@ -148,7 +148,7 @@ def chunk_lengths(data, G, mn, avg, mx):
 
 # --- 04-sealed-objects.md ----------------------------------------------------------------------
 
-MAGICS = {b"CAIRNCFG", b"CAIRNSNP", b"CAIRNPAK", b"CAIRNLCK"}
+MAGICS = {b"CAIRNCFG", b"CAIRNSNP", b"CAIRNPAK", b"CAIRNLCK", b"CAIRNEVT"}
 
 
 def header(magic, version, key_gen, salt):
@@ -164,7 +164,7 @@ def check_header(h, magic):
     if version == 0:
         raise Refused("damaged", "version 0")
     if key_gen != 0:
-        raise Refused("damaged", f"key generation {key_gen}")
+        raise Refused("newer-format", f"key generation {key_gen}")
     return h[16:48]
 
 
@@ -173,6 +173,56 @@ def open_sealed_file(master, magic, file):
         raise Refused("damaged", "truncated")
     salt = check_header(file[:48], magic)
     return open_(object_key(master, salt), 0, file[:48], file[48:], "sealed file")
+
+
+# --- 09-events.md -------------------------------------------------------------------------------
+
+MAX_EVENT_FILE = 64 << 10
+EVENT_KINDS = ("dump", "load", "transition")
+
+
+def is_id(v):
+    return isinstance(v, str) and len(v) == 64 and all(c in "0123456789abcdef" for c in v)
+
+
+def open_event(master, file):
+    """Reads one events/<e> file: the checks of 09-events.md § Reading. Returns the document."""
+    if len(file) > MAX_EVENT_FILE:
+        raise Refused("damaged", "larger than an event file may be")
+    try:
+        doc = json.loads(open_sealed_file(master, b"CAIRNEVT", file))
+    except ValueError as e:
+        raise Refused("damaged", f"not JSON: {e}")
+    if not isinstance(doc, dict):
+        raise Refused("damaged", "not a JSON object")
+    integer = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    string = lambda v: isinstance(v, str)  # noqa: E731
+    shape = {"version": integer, "time_ns": integer, "service": string, "kind": string,
+             "outcome": string, "host": string, "from": string, "to": string,
+             "snapshot": is_id, "saved": is_id}
+    for field, ok in shape.items():
+        required = field not in ("from", "to", "snapshot", "saved")
+        if field not in doc:
+            if required:
+                raise Refused("damaged", f"no {field}")
+        elif not ok(doc[field]):
+            raise Refused("damaged", f"{field} has the wrong type")
+    if not (0 <= doc["version"] < 1 << 32) or not (-(1 << 63) <= doc["time_ns"] < 1 << 63):
+        raise Refused("damaged", "integer out of range")
+    if doc["kind"] not in EVENT_KINDS:
+        raise Refused("damaged", f"kind {doc['kind']!r}")
+    if doc["version"] > 1:
+        raise Refused("newer-format", f"event version {doc['version']}")
+    return doc
+
+
+def active_revision(events):
+    """events: (file name, document) pairs of one service. The active revision, or None."""
+    activating = [(e["time_ns"], name.encode(), e) for name, e in events
+                  if e["outcome"] == "ok" and e["kind"] in ("load", "transition")]
+    if not activating:
+        return None
+    return max(activating, key=lambda t: t[:2])[2].get("to")
 
 
 # --- 05-packs.md -------------------------------------------------------------------------------
@@ -462,6 +512,23 @@ def success(kind, f):
         if magic == b"CAIRNSNP":
             eq("snapshot id", blake3.blake3(file).digest(), x("snapshot-id"))
             assert len(file) <= 16 << 20
+        if magic == b"CAIRNEVT":
+            ev = open_event(master, file)
+            eq("event", (ev["service"], ev["kind"], ev.get("from"), ev.get("to"), ev["outcome"]),
+               ("www", "transition", "v1.2.2", "v1.2.3", "ok"))
+            _, _, snap = parse(os.path.join(VECTORS, "sealed-snapshot.txt"))
+            eq("loaded snapshot", ev["snapshot"], snap["snapshot-id"])
+            want = x("active-revision").decode()
+            eq("active revision", active_revision([("events/" + "0" * 32, ev)]), want)
+            # What 09-events.md says about newer events: a failed one or a dump changes nothing,
+            # a later successful load does, and ties go to the greater file name.
+            later = lambda **kw: ("events/" + "f" * 32, dict(ev, time_ns=ev["time_ns"] + 1, **kw))  # noqa: E731
+            eq("after a failed load", active_revision([("events/" + "0" * 32, ev),
+               later(kind="load", to="x", outcome="failed: no")]), want)
+            eq("after a dump", active_revision([("events/" + "0" * 32, ev), later(kind="dump", to="x")]), want)
+            eq("after a load", active_revision([("events/" + "0" * 32, ev), later(kind="load", to="x")]), "x")
+            tie = ("events/" + "1" * 32, dict(ev, to="y"))
+            eq("tie", active_revision([("events/" + "0" * 32, ev), tie]), "y")
     elif kind == "pack":
         salt = x("salt")
         eq("pack key", object_key(master, salt), x("pack-key"))

@@ -3,9 +3,10 @@
 //!
 //! The vector files are the reference, not this code: a change that breaks a vector changes
 //! the on-disk format and needs a format version bump (`format-spec/README.md`). The
-//! `generate_vectors` test below wrote them; it is ignored, and writes nothing unless
-//! `CAIRN_WRITE_VECTORS` names an output directory, so the committed files are never
-//! overwritten by accident.
+//! `regenerated_vectors_match_committed_files` test below regenerates every vector and
+//! compares it with the committed file byte for byte; it writes into the vector directory
+//! only when `CAIRN_WRITE_VECTORS` names it, so the committed files are never overwritten by
+//! accident.
 //!
 //! Uses only the crate's public API and modules that build without the `rocksdb` feature.
 
@@ -17,6 +18,7 @@ use cairn_store::chunker::{Chunker, ChunkerParams};
 use cairn_store::config::{Config, KdfParams};
 use cairn_store::crypto::{Keys, MasterKey, ObjectKey};
 use cairn_store::envelope::{self, HEADER_LEN, Header, Magic};
+use cairn_store::events::{self, Event, Kind};
 use cairn_store::keyfile;
 use cairn_store::pack::{self, PackBuilder};
 use cairn_store::snapshot::{Snapshot, Summary};
@@ -36,6 +38,7 @@ const REQUIRED: &[&str] = &[
     "sealed-config.txt",
     "sealed-snapshot.txt",
     "sealed-lock.txt",
+    "sealed-event.txt",
     "sealed-newer-version.txt",
     "pack.txt",
     "pack-flipped-blob.txt",
@@ -310,6 +313,39 @@ fn sample_snapshot(tree: BlobId) -> Snapshot {
 
 const LOCK_JSON: &str = r#"{"host":"host","pid":4242,"time_ns":1700000000000000000,"exclusive":false,"command":"backup"}"#;
 
+/// The id of the snapshot vector: BLAKE3 of `sample_snapshot` sealed under salt 80..9f.
+fn sample_snapshot_id(keys: &Keys) -> SnapshotId {
+    let tree = keys.tree_id(&sample_tree(keys).encode());
+    let header = Header {
+        magic: Magic::Snapshot,
+        version: 1,
+        key_gen: 0,
+        salt: seq32(0x80),
+    };
+    let json = serde_json::to_vec(&sample_snapshot(tree)).unwrap();
+    SnapshotId(*blake3::hash(&envelope::seal_file_with(keys, &header, &json)).as_bytes())
+}
+
+/// The event vector: a successful transition of `www` from v1.2.2 to v1.2.3 that loaded the
+/// snapshot vector; `saved` is a placeholder id (no such snapshot exists among the vectors).
+fn sample_event(snapshot: SnapshotId) -> Event {
+    Event {
+        version: 1,
+        time_ns: 1_700_000_100_000_000_000,
+        service: "www".into(),
+        kind: Kind::Transition,
+        from: Some("v1.2.2".into()),
+        to: Some("v1.2.3".into()),
+        snapshot: Some(snapshot),
+        saved: Some(SnapshotId([0x5a; 32])),
+        outcome: "ok".into(),
+        host: "host".into(),
+    }
+}
+
+/// The largest event file a reader accepts (`events::list`).
+const MAX_EVENT_FILE: usize = 64 * 1024;
+
 // ---------------------------------------------------------------------------------------------
 // Success checks
 // ---------------------------------------------------------------------------------------------
@@ -510,10 +546,18 @@ fn check_sealed_file(v: &Vector) -> Result<(), String> {
             ensure(json["command"] == "backup", || "lock JSON".into())
         }
         Magic::Event => {
-            let ev: cairn_store::events::Event =
-                serde_json::from_slice(&opened).map_err(|e| e.to_string())?;
-            ensure(ev.service == "drupal" && ev.ok(), || {
+            ensure(file.len() <= MAX_EVENT_FILE, || {
+                format!("{} bytes, more than an event file may have", file.len())
+            })?;
+            let ev: Event = serde_json::from_slice(&opened).map_err(|e| e.to_string())?;
+            ensure(ev == sample_event(sample_snapshot_id(&keys)), || {
                 format!("event decodes to {ev:?}")
+            })?;
+            eq_hex("event JSON", &serde_json::to_vec(&ev).unwrap(), &plaintext)?;
+            let active = events::active_revision(std::slice::from_ref(&ev));
+            let want = String::from_utf8(v.hex("active-revision")?).map_err(|e| e.to_string())?;
+            ensure(active.as_deref() == Some(want.as_str()), || {
+                format!("active revision {active:?}, want {want:?}")
             })
         }
         Magic::Pack => Err("packs are not single-payload files".into()),
@@ -1038,6 +1082,18 @@ fn generate(out: &Out) {
         &["a shared lock"],
         &f,
     );
+    let event = sample_event(SnapshotId(*blake3::hash(&file).as_bytes()));
+    let event_json = serde_json::to_vec(&event).unwrap();
+    let (mut f, _) = sealed(Magic::Event, 1, seq32(0x40), &event_json);
+    let active = events::active_revision(std::slice::from_ref(&event)).unwrap();
+    f.hex("active-revision", active);
+    let c = [
+        "a journal event: the transition of www from v1.2.2 to v1.2.3 that loaded the snapshot \
+         of sealed-snapshot.txt",
+        "saved is a placeholder id; active-revision (UTF-8) is what a reader derives from this \
+         event alone",
+    ];
+    out.write("sealed-event.txt", "success", "sealed-file", &c, &f);
     let (f, _) = sealed(Magic::Config, 2, seq32(0xa0), &config_json);
     let c = ["a config validly sealed with format version 2: refused before decryption"];
     out.write(
