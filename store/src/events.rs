@@ -13,6 +13,9 @@ use crate::{
     repo::{Repo, read_bounded},
 };
 
+/// Longest outcome text written (the reader's limit for a whole event file is 64 KiB).
+#[cfg(feature = "rocksdb")]
+const MAX_OUTCOME: usize = 4096;
 /// Event document version.
 pub const EVENT_VERSION: u32 = 1;
 
@@ -88,7 +91,18 @@ impl Event {
 /// Writes an event.
 #[cfg(feature = "rocksdb")]
 pub fn record(repo: &Repo, ev: &Event) -> Result<()> {
-    let json = serde_json::to_vec(ev).expect("serialises");
+    let mut ev = ev.clone();
+    // The time is when it finished, and the outcome is bounded so readers never refuse it.
+    ev.time_ns = crate::now_ns();
+    if ev.outcome.len() > MAX_OUTCOME {
+        let mut cut = MAX_OUTCOME;
+        while !ev.outcome.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        ev.outcome.truncate(cut);
+        ev.outcome.push_str(" [...]");
+    }
+    let json = serde_json::to_vec(&ev).expect("serialises");
     let sealed = envelope::seal_file(repo.keys(), Magic::Event, &json);
     repo.backend().write(
         &format!("events/{}", hex::encode(random_array::<16>())),

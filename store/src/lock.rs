@@ -79,11 +79,15 @@ fn conflicts(a: &LockInfo, b: &LockInfo) -> bool {
 
 /// Takes a lock, or fails with [`Error::Locked`] naming the holder once `req.wait` has passed.
 ///
-/// Every taker writes its lock file first, then reads the others. Of two conflicting locks
-/// the older (by time, then name) wins and the younger backs off, so two processes that
-/// start together never both give up, and never both go ahead.
+/// Every taker writes its lock file first, then reads the others, and backs off (removes its
+/// own and tries again) when any conflicting lock is there, older or younger. So two takers
+/// can never both go ahead: whichever lists second sees the other's file, since each writes
+/// its own (durably) before it lists. (An "older wins" rule would let a slow writer's lock
+/// appear after a younger taker had already listed, and both would proceed.)
 pub fn acquire_with(backend: &Arc<dyn Backend>, keys: &Keys, req: &Request) -> Result<Lock> {
-    let deadline = std::time::Instant::now() + req.wait;
+    // Two takers that start together both see each other and both back off; the random
+    // pause lets one of them through, so even a no-wait request tries for a moment.
+    let deadline = std::time::Instant::now() + req.wait.max(std::time::Duration::from_secs(1));
     loop {
         let info = LockInfo {
             host: hostname(),
@@ -122,13 +126,14 @@ pub fn acquire_with(backend: &Arc<dyn Backend>, keys: &Keys, req: &Request) -> R
                         (crate::now_ns() - held.time_ns).max(0) / 1_000_000_000
                     )));
                 }
-                std::thread::sleep(std::time::Duration::from_millis(200));
+                let jitter = u64::from(random_array::<1>()[0]);
+                std::thread::sleep(std::time::Duration::from_millis(50 + jitter));
             }
         }
     }
 }
 
-/// The oldest lock older than ours that conflicts with it; removes stale ones on the way.
+/// A lock that conflicts with ours; removes stale ones on the way.
 fn first_conflict(
     backend: &Arc<dyn Backend>,
     keys: &Keys,
@@ -152,8 +157,7 @@ fn first_conflict(
             backend.remove(&other)?;
             continue;
         }
-        let older = (held.time_ns, other.as_str()) < (info.time_ns, mine);
-        if older && conflicts(&held, info) {
+        if conflicts(&held, info) {
             return Ok(Some(held));
         }
     }

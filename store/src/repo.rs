@@ -525,7 +525,7 @@ impl Repo {
     pub fn list_keys(&self, password: &[u8]) -> Result<Vec<(String, Option<keyfile::KeyFile>)>> {
         let mut out = Vec::new();
         for name in self.backend.list("keys")? {
-            let bytes = self.backend.read(&name)?;
+            let bytes = read_bounded(self.backend.as_ref(), &name, keyfile::MAX_KEY_FILE)?;
             let kf = keyfile::open(&bytes, password, &name)
                 .ok()
                 .flatten()

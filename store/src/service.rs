@@ -239,7 +239,10 @@ pub fn load(
         svc.name
     ));
     let saved = take_dump(repo, svc, &label, &["pre-load"], report)?;
-    let revision = snap.revision.clone().unwrap_or_default();
+    let revision = snap
+        .revision
+        .clone()
+        .unwrap_or_else(|| UNRECORDED.to_string());
     finish_load(repo, svc, &id, &snap, &saved.id, active, Kind::Load, report)?;
     Ok(LoadOutcome::Loaded {
         loaded: id,
@@ -323,7 +326,10 @@ fn finish_load(
     kind: Kind,
     report: &dyn Report,
 ) -> Result<()> {
-    let revision = snap.revision.clone().unwrap_or_default();
+    let revision = snap
+        .revision
+        .clone()
+        .unwrap_or_else(|| UNRECORDED.to_string());
     let mut ev = Event::new(&svc.name, kind);
     ev.from = from;
     ev.to = Some(revision.clone());
@@ -331,7 +337,13 @@ fn finish_load(
     ev.saved = Some(*saved);
     match apply(repo, svc, snap, saved, report) {
         Ok(()) => {
-            events::record(repo, &ev)?;
+            events::record(repo, &ev).map_err(|e| {
+                Error::Invalid(format!(
+                    "the state of {}@{revision} was loaded, but the journal could not record it \
+                     ({e}); `state history` will not show this load",
+                    svc.name
+                ))
+            })?;
             report.step(&format!(
                 "loaded {}@{revision} (snapshot {}); {} is now at {revision}",
                 svc.name,

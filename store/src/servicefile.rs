@@ -100,7 +100,10 @@ struct RawService {
 }
 
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a command: a string (run with sh -c) or an array of strings"
+)]
 enum RawCommand {
     Shell(String),
     Argv(Vec<String>),
@@ -132,6 +135,15 @@ fn command(raw: Option<RawCommand>, what: &str, line: usize) -> Result<Option<Co
 
 fn at(line: usize, why: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("service file, line {line}: {why}"))
+}
+
+/// Checks a revision label: it becomes the second half of `SERVICE@REV`, where `~N` means
+/// "N snapshots back", so it may hold no `@`, `~`, white space or control characters.
+pub fn valid_revision(rev: &str) -> bool {
+    !rev.is_empty()
+        && rev.len() <= 255
+        && !rev.contains(['@', '~'])
+        && !rev.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// Checks a service name: it becomes the first half of `SERVICE@REV`.

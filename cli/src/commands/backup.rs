@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use cairn_store::archiver::{self, BackupOptions, CommandLine, Item, Stream, StreamSource};
 use cairn_store::repo::Mode;
+use cairn_store::servicefile::{valid_revision, valid_service_name};
 
 use super::Global;
 use crate::ui;
@@ -48,9 +49,16 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
         bail!("nothing to back up: give paths, --stdin or --command (see `cairn backup --help`)");
     }
     if let Some(s) = &a.service
-        && (s.is_empty() || s.contains('@') || s.contains('~'))
+        && !valid_service_name(s)
     {
-        bail!("a service name must be non-empty and hold no '@' or '~'");
+        bail!("service name {s:?} may not be empty or hold '@', '~', '/' or white space");
+    }
+    if let Some(r) = &a.revision
+        && !valid_revision(r)
+    {
+        bail!(
+            "revision {r:?} may not be empty or hold '@', '~', white space or control characters"
+        );
     }
     let repo = g.open(Mode::Write)?;
     let mut items = Vec::new();

@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use cairn_store::events::{self, Kind};
 use cairn_store::repo::{Mode, Repo};
 use cairn_store::service::{self, LoadOutcome, Options, Pick, Report};
-use cairn_store::servicefile::ServiceFile;
+use cairn_store::servicefile::{ServiceFile, valid_revision};
 use clap::Subcommand;
 
 use super::Global;
@@ -162,7 +162,33 @@ fn pick(revision: Option<&str>, at: Option<&str>) -> anyhow::Result<Pick> {
     })
 }
 
+fn check_revision(r: &str) -> anyhow::Result<()> {
+    if !valid_revision(r) {
+        bail!(
+            "revision {r:?} may not be empty or hold '@', '~', white space or control characters"
+        );
+    }
+    Ok(())
+}
+
 pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
+    match &a.cmd {
+        Cmd::Dump { revision, .. } => check_revision(revision)?,
+        Cmd::Transition { to, from, .. } => {
+            check_revision(to)?;
+            if let Some(f) = from {
+                check_revision(f)?;
+            }
+        }
+        Cmd::Load {
+            revision: Some(r), ..
+        } => check_revision(
+            r.rsplit_once('~')
+                .filter(|(_, n)| n.bytes().all(|b| b.is_ascii_digit()))
+                .map_or(r, |(r, _)| r),
+        )?,
+        _ => {}
+    }
     let (file, path) = service_file(g)?;
     let opts = Options {
         lock_wait: Duration::from_secs(a.lock_wait),
