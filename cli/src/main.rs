@@ -76,6 +76,10 @@ enum Command {
     Ls(commands::ls::Args),
     /// Restore a snapshot (or part of it) into a directory.
     Restore(commands::restore::Args),
+    /// What the repository and each snapshot cost, and what deleting one would free.
+    Stats(commands::stats::Args),
+    /// What changed between two snapshots, and what the second added to the repository.
+    Diff(commands::diff::Args),
     /// Write one file of a snapshot to standard output.
     Dump(commands::dump::Args),
     /// Maintain the index (a cache of what packs and snapshots say).
@@ -124,6 +128,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Ls(a) => commands::ls::run(&g, a),
         Command::Restore(a) => commands::restore::run(&g, a),
         Command::Dump(a) => commands::dump::run(&g, a),
+        Command::Stats(a) => commands::stats::run(&g, a),
+        Command::Diff(a) => commands::diff::run(&g, a),
         Command::Index(a) => commands::index::run(&g, a),
         Command::Key(a) => commands::key::run(&g, a),
         Command::State(a) => commands::state::run(&g, a),

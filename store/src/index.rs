@@ -211,6 +211,27 @@ impl Index {
         self.write(batch)
     }
 
+    /// Calls `f` for every indexed blob, in id order.
+    pub fn for_each_blob(&self, mut f: impl FnMut(&BlobId, &Location)) -> Result<()> {
+        let db = self.db();
+        for item in db.iterator(IteratorMode::From(b"b", Direction::Forward)) {
+            let (k, v) = item.map_err(ix)?;
+            if k.first() != Some(&b'b') {
+                break;
+            }
+            if k.len() != 33 {
+                return Err(Error::Index(
+                    "blob key of the wrong length: run `cairn index rebuild`".into(),
+                ));
+            }
+            f(
+                &BlobId(k[1..].try_into().expect("32")),
+                &Location::decode(&v)?,
+            );
+        }
+        Ok(())
+    }
+
     /// Whether a pack is indexed.
     pub fn has_pack(&self, id: &PackId) -> Result<bool> {
         Ok(self

@@ -51,6 +51,8 @@ pub mod repo;
 pub mod restorer;
 #[cfg(feature = "rocksdb")]
 pub mod service;
+#[cfg(feature = "rocksdb")]
+pub mod usage;
 
 pub use error::{Error, Result};
 pub use id::{BlobId, PackId, SnapshotId};

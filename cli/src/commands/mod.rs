@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod demo;
+pub mod diff;
 pub mod dump;
 pub mod index;
 pub mod init;
@@ -10,6 +11,7 @@ pub mod ls;
 pub mod restore;
 pub mod snapshots;
 pub mod state;
+pub mod stats;
 
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,173 @@
+//! `cairn stats`
+
+use std::collections::BTreeMap;
+
+use cairn_store::repo::Mode;
+use cairn_store::usage::Usage;
+
+use super::Global;
+use crate::ui;
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "Everything is computed from the index and the trees; no file data is \
+decrypted. `unique` is what deleting that snapshot alone would free (once `prune` has run with \
+--max-unused 0); `shared` is the rest of what it reaches."
+)]
+pub struct Args {
+    /// Snapshots to report on (default: all).
+    snapshots: Vec<String>,
+    /// Only this service's snapshots.
+    #[arg(long, value_name = "NAME", conflicts_with = "snapshots")]
+    service: Option<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
+    let repo = g.open(Mode::Read)?;
+    let all = repo.snapshots()?;
+    let roots: Vec<_> = all.iter().map(|(id, s)| (*id, s.tree)).collect();
+    // Unique bytes are relative to every snapshot in the repository, whatever is shown.
+    let usage = Usage::compute(&repo, &roots)?;
+    let mut chosen = Vec::new();
+    if !a.snapshots.is_empty() {
+        for spec in &a.snapshots {
+            let (id, _) = repo.find_snapshot(spec)?;
+            chosen.push(all.iter().position(|(i, _)| *i == id).expect("listed"));
+        }
+    } else {
+        chosen = (0..all.len())
+            .filter(|&i| a.service.is_none() || all[i].1.service == a.service)
+            .collect();
+    }
+    let packs = repo.index().packs()?;
+    let pack_bytes: u64 = packs.iter().map(|p| p.1).sum();
+    let (mut indexed_blobs, mut indexed_stored, mut data_blobs) = (0u64, 0u64, 0u64);
+    repo.index().for_each_blob(|_, loc| {
+        indexed_blobs += 1;
+        indexed_stored += loc.stored_len as u64;
+        if loc.kind == cairn_store::blob::BlobKind::Data {
+            data_blobs += 1;
+        }
+    })?;
+    let used = usage.total();
+    let logical: u64 = chosen.iter().map(|&i| all[i].1.summary.bytes).sum();
+    let logical_all: u64 = all.iter().map(|(_, s)| s.summary.bytes).sum();
+    let unused = indexed_stored.saturating_sub(used.stored);
+    let overhead = pack_bytes.saturating_sub(indexed_stored);
+
+    let per: Vec<_> = chosen
+        .iter()
+        .map(|&i| {
+            let (id, s) = &all[i];
+            let u = usage.per_snapshot[i];
+            serde_json::json!({
+                "id": id.to_hex(), "label": s.label(), "time_ns": s.time_ns, "tags": s.tags,
+                "logical_bytes": s.summary.bytes, "stored_bytes": u.all.stored,
+                "unique_bytes": u.unique.stored, "shared_bytes": u.all.stored - u.unique.stored,
+                "added_bytes": s.summary.added_bytes, "blobs": u.all.blobs,
+            })
+        })
+        .collect();
+    let mut services: BTreeMap<String, BTreeMap<String, Vec<serde_json::Value>>> = BTreeMap::new();
+    for &i in &chosen {
+        let (id, s) = &all[i];
+        if let Some(svc) = &s.service {
+            services.entry(svc.clone()).or_default().entry(s.revision.clone().unwrap_or_default()).or_default().push(
+                serde_json::json!({"id": id.to_hex(), "time_ns": s.time_ns, "added_bytes": s.summary.added_bytes}),
+            );
+        }
+    }
+    if a.json {
+        let v = serde_json::json!({
+            "repository": {
+                "snapshots": all.len(), "packs": packs.len(), "pack_bytes": pack_bytes,
+                "blobs": indexed_blobs, "data_blobs": data_blobs, "tree_blobs": indexed_blobs - data_blobs,
+                "logical_bytes": logical_all, "used": used, "unused_bytes": unused, "overhead_bytes": overhead,
+                "dedup_ratio": ratio(logical_all, used.raw), "compression_ratio": ratio(used.raw, used.stored),
+                "missing_blobs": usage.missing,
+            },
+            "selected_logical_bytes": logical,
+            "snapshots": per,
+            "services": services,
+        });
+        println!("{v}");
+        return Ok(crate::exit::OK);
+    }
+    println!(
+        "repository: {} snapshots, {} packs ({}), {} blobs ({} data, {} trees)",
+        all.len(),
+        packs.len(),
+        ui::size(pack_bytes),
+        indexed_blobs,
+        data_blobs,
+        indexed_blobs - data_blobs
+    );
+    println!(
+        "  logical bytes in all snapshots  {:>12}",
+        ui::size(logical_all)
+    );
+    println!(
+        "  after dedup (plaintext)         {:>12}   dedup {:.1}x",
+        ui::size(used.raw),
+        ratio(logical_all, used.raw)
+    );
+    println!(
+        "  after compression and sealing   {:>12}   compression {:.1}x",
+        ui::size(used.stored),
+        ratio(used.raw, used.stored)
+    );
+    println!(
+        "  unused bytes in packs           {:>12}   (prune frees them)",
+        ui::size(unused)
+    );
+    println!(
+        "  pack headers and tables         {:>12}",
+        ui::size(overhead)
+    );
+    if usage.missing > 0 {
+        println!(
+            "  WARNING: {} blobs that snapshots need are not in the index (run `cairn check`)",
+            usage.missing
+        );
+    }
+    println!();
+    println!(
+        "{:<10} {:<24} {:>10} {:>10} {:>10} {:>10}",
+        "snapshot", "service@revision", "logical", "stored", "unique", "shared"
+    );
+    for &i in &chosen {
+        let (id, s) = &all[i];
+        let u = usage.per_snapshot[i];
+        println!(
+            "{:<10} {:<24} {:>10} {:>10} {:>10} {:>10}",
+            id.short(),
+            s.label().unwrap_or_else(|| "-".into()),
+            ui::size(s.summary.bytes),
+            ui::size(u.all.stored),
+            ui::size(u.unique.stored),
+            ui::size(u.all.stored - u.unique.stored)
+        );
+    }
+    for (svc, revs) in &services {
+        println!("\nservice {svc}");
+        for (rev, snaps) in revs {
+            let added: u64 = snaps
+                .iter()
+                .map(|v| v["added_bytes"].as_u64().unwrap_or(0))
+                .sum();
+            println!(
+                "  revision {rev:<20} {} snapshot(s), added {}",
+                snaps.len(),
+                ui::size(added)
+            );
+        }
+    }
+    Ok(crate::exit::OK)
+}
