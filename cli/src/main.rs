@@ -80,6 +80,8 @@ enum Command {
     Stats(commands::stats::Args),
     /// What changed between two snapshots, and what the second added to the repository.
     Diff(commands::diff::Args),
+    /// Verify the repository: structure always, data with --read-data*.
+    Check(commands::check::Args),
     /// Write one file of a snapshot to standard output.
     Dump(commands::dump::Args),
     /// Maintain the index (a cache of what packs and snapshots say).
@@ -129,6 +131,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Restore(a) => commands::restore::run(&g, a),
         Command::Dump(a) => commands::dump::run(&g, a),
         Command::Stats(a) => commands::stats::run(&g, a),
+        Command::Check(a) => commands::check::run(&g, a),
         Command::Diff(a) => commands::diff::run(&g, a),
         Command::Index(a) => commands::index::run(&g, a),
         Command::Key(a) => commands::key::run(&g, a),

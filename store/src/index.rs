@@ -9,6 +9,7 @@
 //! 'p' pack id [32]                        → size u64 | blobs u32
 //! 's' snapshot id [32]                    → label hash [16] | time i64 (ns)
 //! 'l' label hash [16] | time u64 BE | id  → (empty)   one per snapshot with service and revision
+//! 'v' pack id [32]                        → time i64 (ns): when `check` last read it whole
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -230,6 +231,37 @@ impl Index {
             );
         }
         Ok(())
+    }
+
+    /// Records that `packs` were read and verified whole at `time_ns`.
+    pub fn set_verified(&self, packs: &[PackId], time_ns: i64) -> Result<()> {
+        if packs.is_empty() {
+            return Ok(());
+        }
+        let mut batch = WriteBatch::default();
+        for p in packs {
+            batch.put(key(b'v', &p.0), time_ns.to_le_bytes());
+        }
+        self.write(batch)
+    }
+
+    /// When each pack was last read and verified whole (packs never verified are absent).
+    pub fn verified(&self) -> Result<std::collections::HashMap<PackId, i64>> {
+        let mut out = std::collections::HashMap::new();
+        let db = self.db();
+        for item in db.iterator(IteratorMode::From(b"v", Direction::Forward)) {
+            let (k, v) = item.map_err(ix)?;
+            if k.first() != Some(&b'v') {
+                break;
+            }
+            if k.len() == 33 && v.len() == 8 {
+                out.insert(
+                    PackId(k[1..].try_into().expect("32")),
+                    i64::from_le_bytes(v[..].try_into().expect("8")),
+                );
+            }
+        }
+        Ok(out)
     }
 
     /// Whether a pack is indexed.

@@ -30,6 +30,7 @@ pub mod crypto;
 pub mod envelope;
 pub mod error;
 pub mod events;
+pub mod forget;
 pub mod id;
 pub mod keyfile;
 pub mod pack;
@@ -39,6 +40,8 @@ pub mod tree;
 
 #[cfg(feature = "rocksdb")]
 pub mod archiver;
+#[cfg(feature = "rocksdb")]
+pub mod check;
 
 pub mod fsmeta;
 #[cfg(feature = "rocksdb")]

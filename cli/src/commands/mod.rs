@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod backup;
+pub mod check;
 pub mod demo;
 pub mod diff;
 pub mod dump;

@@ -1,0 +1,359 @@
+//! `check`: is every byte still there and readable?
+//!
+//! Structure (always): every pack on disk has a table that authenticates and agrees with the
+//! index; every pack the index names exists; every snapshot decodes, every tree it reaches
+//! decodes, and every blob it needs is indexed. Data (on request): the chosen packs are read
+//! whole, their names re-hashed, and every blob decrypted, decompressed and re-hashed. The
+//! time each pack was last verified is kept in the index, so `--read-data-subset` runs
+//! cover the repository least recently verified first. Every damaged pack is reported with
+//! the snapshots, labels and paths it affects.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::blob::{self, BlobKind};
+use crate::error::Result;
+use crate::id::{BlobId, PackId, SnapshotId};
+use crate::index::Location;
+use crate::pack;
+use crate::repo::{Repo, pack_name};
+use crate::tree::Node;
+use crate::usage::TreeCache;
+
+/// Which packs to read whole.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReadData {
+    /// None: structure only.
+    None,
+    /// Every pack.
+    All,
+    /// This percentage of packs, least recently verified first.
+    Subset(f64),
+    /// Packs not verified since this time (ns since the epoch).
+    Since(i64),
+}
+
+/// A snapshot that damage reaches, and where.
+#[derive(Clone, Debug, Serialize)]
+pub struct Affected {
+    /// The snapshot.
+    pub snapshot: String,
+    /// Its `service@revision`, if any.
+    pub label: Option<String>,
+    /// Files and directories inside it that cannot be restored whole.
+    pub paths: Vec<String>,
+}
+
+/// A damaged or missing pack.
+#[derive(Clone, Debug, Serialize)]
+pub struct Damage {
+    /// The pack.
+    pub pack: String,
+    /// What is wrong.
+    pub why: String,
+    /// The blobs lost with it.
+    pub blobs: usize,
+    /// What it breaks.
+    pub affects: Vec<Affected>,
+}
+
+/// What `check` found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// Packs on disk.
+    pub packs: usize,
+    /// Blobs in the index.
+    pub blobs: usize,
+    /// Snapshots.
+    pub snapshots: usize,
+    /// Distinct trees decoded.
+    pub trees: usize,
+    /// Packs read whole.
+    pub packs_read: usize,
+    /// Bytes read whole.
+    pub bytes_read: u64,
+    /// Problems that are not damaged packs (index disagreements, undecodable snapshots).
+    pub errors: Vec<String>,
+    /// Damaged or missing packs and what they affect.
+    pub damaged: Vec<Damage>,
+}
+
+impl Report {
+    /// Whether everything checked out.
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty() && self.damaged.is_empty()
+    }
+}
+
+/// Hears about progress: bytes read whole.
+pub trait Progress: Sync {
+    /// `n` more bytes were read.
+    fn bytes(&self, _n: u64) {}
+}
+
+/// Runs the checks.
+pub fn check(repo: &Repo, read: ReadData, progress: &dyn Progress) -> Result<Report> {
+    let mut r = Report::default();
+    // Index entries grouped by pack.
+    let mut by_pack: HashMap<PackId, Vec<(BlobId, Location)>> = HashMap::new();
+    repo.index().for_each_blob(|id, loc| {
+        by_pack.entry(loc.pack).or_default().push((*id, *loc));
+    })?;
+    r.blobs = by_pack.values().map(Vec::len).sum();
+    let indexed: HashSet<PackId> = repo.index().packs()?.into_iter().map(|p| p.0).collect();
+    let pending = repo.pending_deletion()?;
+    let mut on_disk = Vec::new();
+    for name in repo.backend().list("packs")? {
+        if let Ok(id) = PackId::from_hex(name.rsplit('/').next().unwrap_or_default()) {
+            on_disk.push(id);
+        }
+    }
+    r.packs = on_disk.len();
+    let disk: HashSet<PackId> = on_disk.iter().copied().collect();
+    // pack → why it is damaged; the blobs lost with it.
+    let mut bad: HashMap<PackId, (String, HashSet<BlobId>)> = HashMap::new();
+    for id in indexed.iter().chain(by_pack.keys()) {
+        if !disk.contains(id) && !bad.contains_key(id) {
+            let lost = by_pack
+                .get(id)
+                .map(|v| v.iter().map(|(b, _)| *b).collect())
+                .unwrap_or_default();
+            bad.insert(*id, ("the pack file is missing".into(), lost));
+        }
+    }
+    for id in &on_disk {
+        if !indexed.contains(id) && !pending.contains(id) {
+            r.errors.push(format!(
+                "pack {} is not in the index (run `cairn index rebuild`)",
+                id.short()
+            ));
+        }
+        match repo.pack_toc(id) {
+            Err(e) => {
+                let lost = by_pack
+                    .get(id)
+                    .map(|v| v.iter().map(|(b, _)| *b).collect())
+                    .unwrap_or_default();
+                bad.insert(*id, (e.to_string(), lost));
+            }
+            Ok(toc) => {
+                for (blob, loc) in by_pack.get(id).map(Vec::as_slice).unwrap_or_default() {
+                    let agrees = toc.get(loc.slot as usize).is_some_and(|e| {
+                        e.id == *blob
+                            && e.offset == loc.offset
+                            && e.stored_len == loc.stored_len
+                            && e.raw_len == loc.raw_len
+                            && e.kind == loc.kind
+                    });
+                    if !agrees {
+                        r.errors.push(format!(
+                            "index entry of blob {} disagrees with the table of pack {} (run `cairn index rebuild`)",
+                            blob.short(),
+                            id.short()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    // Data.
+    let chosen = choose(repo, &on_disk, read)?;
+    let mut verified = Vec::new();
+    for id in &chosen {
+        if bad.contains_key(id) {
+            continue;
+        }
+        match read_pack(repo, id) {
+            Ok((n, name_ok, lost)) => {
+                r.packs_read += 1;
+                r.bytes_read += n;
+                progress.bytes(n);
+                if name_ok && lost.is_empty() {
+                    verified.push(*id);
+                } else {
+                    let mut why = Vec::new();
+                    if !name_ok {
+                        why.push("its bytes do not hash to its name".to_string());
+                    }
+                    if !lost.is_empty() {
+                        why.push(format!(
+                            "{} of its blobs fail authentication or their hash",
+                            lost.len()
+                        ));
+                    }
+                    bad.insert(*id, (why.join("; "), lost));
+                }
+            }
+            Err(e) => {
+                let lost = by_pack
+                    .get(id)
+                    .map(|v| v.iter().map(|(b, _)| *b).collect())
+                    .unwrap_or_default();
+                bad.insert(*id, (e.to_string(), lost));
+            }
+        }
+    }
+    repo.index().set_verified(&verified, crate::now_ns())?;
+    // Snapshots, trees, and what damage reaches.
+    let mut lost_blobs: HashMap<BlobId, PackId> = HashMap::new();
+    for (pack, (_, blobs)) in &bad {
+        for b in blobs {
+            lost_blobs.insert(*b, *pack);
+        }
+    }
+    let mut affects: HashMap<PackId, Vec<Affected>> = HashMap::new();
+    let mut cache = TreeCache::new(repo);
+    let mut seen_trees = HashSet::new();
+    let ids = repo.snapshot_ids()?;
+    r.snapshots = ids.len();
+    for sid in ids {
+        let snap = match repo.load_snapshot(&sid) {
+            Ok(s) => s,
+            Err(e) => {
+                r.errors.push(e.to_string());
+                continue;
+            }
+        };
+        let mut hits: HashMap<PackId, Vec<String>> = HashMap::new();
+        walk(
+            repo,
+            &mut cache,
+            &sid,
+            &snap.tree,
+            "",
+            &lost_blobs,
+            &mut hits,
+            &mut seen_trees,
+            &mut r.errors,
+        )?;
+        for (pack, paths) in hits {
+            affects.entry(pack).or_default().push(Affected {
+                snapshot: sid.to_hex(),
+                label: snap.label(),
+                paths,
+            });
+        }
+    }
+    r.trees = seen_trees.len();
+    let mut damaged: Vec<Damage> = bad
+        .into_iter()
+        .map(|(pack, (why, blobs))| Damage {
+            pack: pack.to_hex(),
+            why,
+            blobs: blobs.len(),
+            affects: affects.remove(&pack).unwrap_or_default(),
+        })
+        .collect();
+    damaged.sort_by(|a, b| a.pack.cmp(&b.pack));
+    r.damaged = damaged;
+    Ok(r)
+}
+
+/// Packs to read whole.
+fn choose(repo: &Repo, on_disk: &[PackId], read: ReadData) -> Result<Vec<PackId>> {
+    let verified = repo.index().verified()?;
+    let mut packs: Vec<(i64, PackId)> = on_disk
+        .iter()
+        .map(|p| (verified.get(p).copied().unwrap_or(0), *p))
+        .collect();
+    packs.sort();
+    Ok(match read {
+        ReadData::None => Vec::new(),
+        ReadData::All => packs.into_iter().map(|(_, p)| p).collect(),
+        ReadData::Subset(pct) => {
+            let n = ((packs.len() as f64) * pct / 100.0).ceil() as usize;
+            packs
+                .into_iter()
+                .take(n.min(on_disk.len()))
+                .map(|(_, p)| p)
+                .collect()
+        }
+        ReadData::Since(t) => packs
+            .into_iter()
+            .filter(|(v, _)| *v < t)
+            .map(|(_, p)| p)
+            .collect(),
+    })
+}
+
+/// Reads a pack whole: its name, its table, then every blob. Returns its size, whether its
+/// bytes hash to its name, and the blobs that failed (an unreadable table fails the pack).
+fn read_pack(repo: &Repo, id: &PackId) -> Result<(u64, bool, HashSet<BlobId>)> {
+    let what = format!("pack {}", id.short());
+    let bytes = repo.backend().read(&pack_name(id))?;
+    let name_ok = blake3::hash(&bytes).as_bytes() == &id.0;
+    let (key, toc) = pack::open_pack(repo.keys(), &bytes, &what)?;
+    let mut lost = HashSet::new();
+    for (slot, e) in toc.iter().enumerate() {
+        let sealed = &bytes[e.offset as usize..e.offset as usize + e.stored_len as usize];
+        let ok = blob::open(&key, slot as u32, &e.id, e.kind, e.raw_len, sealed, &what).is_ok_and(
+            |data| {
+                let h = match e.kind {
+                    BlobKind::Tree => repo.keys().tree_id(&data),
+                    _ => repo.keys().chunk_id(&data),
+                };
+                h == e.id
+            },
+        );
+        if !ok {
+            lost.insert(e.id);
+        }
+    }
+    Ok((bytes.len() as u64, name_ok, lost))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn walk(
+    repo: &Repo,
+    cache: &mut TreeCache,
+    sid: &SnapshotId,
+    tree: &BlobId,
+    path: &str,
+    lost: &HashMap<BlobId, PackId>,
+    hits: &mut HashMap<PackId, Vec<String>>,
+    seen: &mut HashSet<BlobId>,
+    errors: &mut Vec<String>,
+) -> Result<()> {
+    if let Some(pack) = lost.get(tree) {
+        hits.entry(*pack)
+            .or_default()
+            .push(format!("{path}/ (the whole directory)"));
+        return Ok(());
+    }
+    let t = match cache.get(tree) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(format!("snapshot {}: directory {path}/: {e}", sid.short()));
+            return Ok(());
+        }
+    };
+    seen.insert(*tree);
+    for e in &t.entries {
+        let p = format!("{path}/{}", String::from_utf8_lossy(&e.name));
+        match &e.node {
+            Node::Dir(sub) => walk(repo, cache, sid, sub, &p, lost, hits, seen, errors)?,
+            Node::File(parts) => {
+                let mut packs: Vec<PackId> = parts
+                    .iter()
+                    .filter_map(|x| lost.get(&x.id).copied())
+                    .collect();
+                packs.dedup();
+                for pack in packs {
+                    hits.entry(pack).or_default().push(p.clone());
+                }
+                for part in parts {
+                    if !lost.contains_key(&part.id) && !repo.index().contains(&part.id)? {
+                        errors.push(format!(
+                            "snapshot {}: {p} needs blob {}, which is not indexed",
+                            sid.short(),
+                            part.id.short()
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
