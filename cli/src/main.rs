@@ -82,6 +82,10 @@ enum Command {
     Diff(commands::diff::Args),
     /// Verify the repository: structure always, data with --read-data*.
     Check(commands::check::Args),
+    /// Remove snapshots by policy (data goes with `prune` or --prune).
+    Forget(commands::forget::Args),
+    /// Delete data no snapshot needs, without blocking backups.
+    Prune(commands::prune::Args),
     /// Write one file of a snapshot to standard output.
     Dump(commands::dump::Args),
     /// Maintain the index (a cache of what packs and snapshots say).
@@ -132,6 +136,8 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Dump(a) => commands::dump::run(&g, a),
         Command::Stats(a) => commands::stats::run(&g, a),
         Command::Check(a) => commands::check::run(&g, a),
+        Command::Forget(a) => commands::forget::run(&g, a),
+        Command::Prune(a) => commands::prune::run(&g, a),
         Command::Diff(a) => commands::diff::run(&g, a),
         Command::Index(a) => commands::index::run(&g, a),
         Command::Key(a) => commands::key::run(&g, a),

@@ -85,17 +85,33 @@ pub fn open(
     sealed: &[u8],
     what: &str,
 ) -> Result<Vec<u8>> {
+    let plain = open_encoded(key, index, id, kind, raw_len, sealed, what)?;
+    decode(&plain, id, raw_len, what)
+}
+
+/// Opens and authenticates a blob, leaving it encoded (compression byte first), so it can be
+/// sealed again elsewhere without compressing it again.
+pub fn open_encoded(
+    key: &ObjectKey,
+    index: u32,
+    id: &BlobId,
+    kind: BlobKind,
+    raw_len: u32,
+    sealed: &[u8],
+    what: &str,
+) -> Result<Vec<u8>> {
     if raw_len > MAX_BLOB_LEN {
         return Err(Error::corrupt(
             what,
             format!("blob length {raw_len} exceeds the limit"),
         ));
     }
-    let plain = key
-        .open(index as u64, &aad(id, kind), sealed)
-        .ok_or_else(|| {
-            Error::corrupt(what, format!("blob {} failed authentication", id.short()))
-        })?;
+    key.open(index as u64, &aad(id, kind), sealed)
+        .ok_or_else(|| Error::corrupt(what, format!("blob {} failed authentication", id.short())))
+}
+
+/// Decompresses an encoded blob and checks its length.
+pub fn decode(plain: &[u8], id: &BlobId, raw_len: u32, what: &str) -> Result<Vec<u8>> {
     let (&comp, body) = plain
         .split_first()
         .ok_or_else(|| Error::corrupt(what, "empty blob"))?;

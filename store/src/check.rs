@@ -71,6 +71,8 @@ pub struct Report {
     pub trees: usize,
     /// Packs read whole.
     pub packs_read: usize,
+    /// Which packs were read whole (ids).
+    pub read: Vec<String>,
     /// Bytes read whole.
     pub bytes_read: u64,
     /// Problems that are not damaged packs (index disagreements, undecodable snapshots).
@@ -167,6 +169,7 @@ pub fn check(repo: &Repo, read: ReadData, progress: &dyn Progress) -> Result<Rep
         match read_pack(repo, id) {
             Ok((n, name_ok, lost)) => {
                 r.packs_read += 1;
+                r.read.push(id.to_hex());
                 r.bytes_read += n;
                 progress.bytes(n);
                 if name_ok && lost.is_empty() {

@@ -29,6 +29,8 @@ pub enum Magic {
     Lock,
     /// `events/<name>`
     Event,
+    /// `prune/<name>`: packs a prune will delete
+    Prune,
 }
 
 impl Magic {
@@ -40,6 +42,7 @@ impl Magic {
             Magic::Pack => b"CAIRNPAK",
             Magic::Lock => b"CAIRNLCK",
             Magic::Event => b"CAIRNEVT",
+            Magic::Prune => b"CAIRNPRN",
         }
     }
 }

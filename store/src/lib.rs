@@ -49,6 +49,8 @@ pub mod index;
 #[cfg(feature = "rocksdb")]
 pub mod lock;
 #[cfg(feature = "rocksdb")]
+pub mod prune;
+#[cfg(feature = "rocksdb")]
 pub mod repo;
 #[cfg(feature = "rocksdb")]
 pub mod restorer;

@@ -66,6 +66,11 @@ fn whoami() -> String {
 
 /// Creates a repository at `path` with one key file for `password`.
 pub fn init(path: &Path, password: &[u8], kdf: KdfParams) -> Result<()> {
+    init_with(path, password, kdf, Config::new(kdf).pack_size)
+}
+
+/// [`init`] with a given pack size in bytes.
+pub fn init_with(path: &Path, password: &[u8], kdf: KdfParams, pack_size: u32) -> Result<()> {
     if path.exists() {
         let mut rd = std::fs::read_dir(path).map_err(|e| Error::io(path, e))?;
         if rd.next().is_some() {
@@ -85,7 +90,8 @@ pub fn init(path: &Path, password: &[u8], kdf: KdfParams) -> Result<()> {
     }
     let master = MasterKey::generate();
     let keys = Keys::derive(&master);
-    let config = Config::new(kdf);
+    let mut config = Config::new(kdf);
+    config.pack_size = pack_size;
     let kf = keyfile::create(
         &master,
         password,
@@ -172,8 +178,16 @@ impl Repo {
     }
 
     /// Takes a repository lock.
+    ///
+    /// The index view is refreshed once the lock is held: a prune waits only for holders
+    /// whose lock is older than the moment it hid packs, so a holder must not keep a view
+    /// of the index older than its lock.
     pub fn lock(&self, exclusive: bool, command: &str) -> Result<Lock> {
-        lock::acquire(&self.backend, &self.keys, exclusive, command)
+        let l = lock::acquire(&self.backend, &self.keys, exclusive, command)?;
+        if let Some(ix) = &self.index {
+            ix.refresh()?;
+        }
+        Ok(l)
     }
 
     /// Takes a lock as described by `req` (scoped, waiting).
@@ -381,13 +395,15 @@ impl Repo {
         let mut report = SyncReport::default();
         self.backend.clean_temporaries()?;
         let mut on_disk = std::collections::HashSet::new();
+        // Packs a prune has hidden stay hidden: no backup may deduplicate against them.
+        let pending = self.pending_deletion()?;
         for name in self.backend.list("packs")? {
             let file = name.rsplit('/').next().unwrap_or_default();
             let Ok(id) = PackId::from_hex(file) else {
                 continue;
             };
             on_disk.insert(id);
-            if self.index().has_pack(&id)? {
+            if pending.contains(&id) || self.index().has_pack(&id)? {
                 continue;
             }
             match self.pack_toc(&id) {
@@ -436,7 +452,7 @@ impl Repo {
 
     /// Packs that a prune has taken out of the index and will delete (see `prune.rs`).
     pub fn pending_deletion(&self) -> Result<std::collections::HashSet<PackId>> {
-        Ok(std::collections::HashSet::new())
+        crate::prune::pending(self)
     }
 
     /// The master key (for key management).

@@ -66,29 +66,6 @@ pub struct Snapshot {
     pub summary: Summary,
 }
 
-impl Serialize for BlobId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
-    }
-}
-impl<'de> Deserialize<'de> for BlobId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        BlobId::from_hex(&s).map_err(serde::de::Error::custom)
-    }
-}
-impl Serialize for SnapshotId {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&self.to_hex())
-    }
-}
-impl<'de> Deserialize<'de> for SnapshotId {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        SnapshotId::from_hex(&s).map_err(serde::de::Error::custom)
-    }
-}
-
 impl Snapshot {
     /// The sealed file and its id (the BLAKE3 hash of the file's bytes).
     pub fn seal(&self, keys: &Keys) -> (SnapshotId, Vec<u8>) {

@@ -62,7 +62,7 @@ pub struct Sizes {
     pub blobs: u64,
     /// Their plaintext bytes.
     pub raw: u64,
-    /// Their bytes in packs (compressed and sealed).
+    /// Their bytes in packs: compressed and sealed, with their entries in the pack tables.
     pub stored: u64,
 }
 
@@ -114,8 +114,9 @@ impl Usage {
                     Some(s) => Some(*s),
                     None => match repo.index().get(&b)? {
                         Some(loc) => {
-                            sizes.insert(b, (loc.raw_len, loc.stored_len));
-                            Some((loc.raw_len, loc.stored_len))
+                            let share = footprint(&loc);
+                            sizes.insert(b, (loc.raw_len, share));
+                            Some((loc.raw_len, share))
                         }
                         None => {
                             missing.insert(b);
@@ -151,6 +152,11 @@ impl Usage {
         }
         s
     }
+}
+
+/// What a blob takes in its pack: its sealed bytes and its entry in the pack's table.
+pub fn footprint(loc: &crate::index::Location) -> u32 {
+    loc.stored_len + crate::pack::ENTRY_LEN as u32
 }
 
 /// Every blob the given root trees reach.

@@ -560,6 +560,11 @@ fn check_sealed_file(v: &Vector) -> Result<(), String> {
                 format!("active revision {active:?}, want {want:?}")
             })
         }
+        Magic::Prune => {
+            let json: serde_json::Value =
+                serde_json::from_slice(&opened).map_err(|e| e.to_string())?;
+            ensure(json["packs"].is_array(), || "prune record JSON".into())
+        }
         Magic::Pack => Err("packs are not single-payload files".into()),
     }
 }

@@ -3,6 +3,7 @@
 
 mod backup_restore;
 mod failures;
+mod lifecycle;
 mod mariadb;
 mod state;
 mod support;

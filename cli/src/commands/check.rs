@@ -56,6 +56,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
         ReadData::None
     };
     let repo = g.open(Mode::Read)?;
+    // A shared lock: a prune waits for this read to finish before deleting packs.
+    let _lock = repo.lock(false, "check")?;
     let bar = Bar(ui::Bar::new(g.quiet || a.json, "check"));
     let r = check::check(&repo, read, &bar);
     bar.0.finish();

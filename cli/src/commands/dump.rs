@@ -22,6 +22,8 @@ impl restorer::Progress for Quiet {}
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     let repo = g.open(Mode::Read)?;
+    // A shared lock: a prune waits for this read to finish before deleting packs.
+    let _lock = repo.lock(false, "dump")?;
     let (_, snap) = repo.find_snapshot(&a.snapshot)?;
     let path = split_path(&a.path)?;
     let e = lookup(&repo, &snap.tree, &path)?;

@@ -32,6 +32,8 @@ pub struct Args {
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     let repo = g.open(Mode::Read)?;
+    // A shared lock: a prune waits for this read to finish before deleting packs.
+    let _lock = repo.lock(false, "restore")?;
     let (id, snap) = match &a.at {
         None => repo.find_snapshot(&a.snapshot)?,
         Some(t) => {

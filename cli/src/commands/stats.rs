@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use cairn_store::repo::Mode;
-use cairn_store::usage::Usage;
+use cairn_store::usage::{Usage, footprint, reachable};
 
 use super::Global;
 use crate::ui;
@@ -45,6 +45,20 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
         chosen = (0..all.len())
             .filter(|&i| a.service.is_none() || all[i].1.service == a.service)
             .collect();
+    }
+    // What deleting the selected snapshots together would free.
+    let sel: std::collections::HashSet<usize> = chosen.iter().copied().collect();
+    let sel_roots: Vec<_> = chosen.iter().map(|&i| all[i].1.tree).collect();
+    let other_roots: Vec<_> = (0..all.len())
+        .filter(|i| !sel.contains(i))
+        .map(|i| all[i].1.tree)
+        .collect();
+    let others = reachable(&repo, &other_roots)?;
+    let mut together = 0u64;
+    for id in reachable(&repo, &sel_roots)?.difference(&others) {
+        if let Some(loc) = repo.index().get(id)? {
+            together += footprint(&loc) as u64;
+        }
     }
     let packs = repo.index().packs()?;
     let pack_bytes: u64 = packs.iter().map(|p| p.1).sum();
@@ -94,6 +108,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
                 "missing_blobs": usage.missing,
             },
             "selected_logical_bytes": logical,
+            "selected_unique_bytes": together,
             "snapshots": per,
             "services": services,
         });
@@ -153,6 +168,13 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
             ui::size(u.all.stored),
             ui::size(u.unique.stored),
             ui::size(u.all.stored - u.unique.stored)
+        );
+    }
+    if chosen.len() != all.len() {
+        println!(
+            "deleting these {} snapshots together would free {}",
+            chosen.len(),
+            ui::size(together)
         );
     }
     for (svc, revs) in &services {

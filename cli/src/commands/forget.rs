@@ -1,0 +1,197 @@
+//! `cairn forget`
+
+use std::collections::HashMap;
+
+use anyhow::bail;
+use cairn_store::events;
+use cairn_store::forget::{self, Policy, SnapshotInfo};
+use cairn_store::repo::Mode;
+use cairn_store::usage::reachable;
+
+use super::Global;
+use crate::ui;
+
+#[derive(clap::Args)]
+#[command(
+    after_help = "Policies apply within each service (snapshots without a service form one \
+group of their own); a snapshot is kept when any rule keeps it. The newest snapshot of a service's \
+active revision is never forgotten. Forgetting removes snapshots only; `prune` (or --prune) deletes \
+the data no snapshot needs any more."
+)]
+pub struct Args {
+    /// Forget exactly these snapshots (id prefix, SERVICE@REV...) instead of applying a policy.
+    snapshots: Vec<String>,
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_last: usize,
+    /// Keep the newest snapshot of each of the last N hours that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_hourly: usize,
+    /// ... of each of the last N days.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_daily: usize,
+    /// ... of each of the last N ISO weeks.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_weekly: usize,
+    /// ... of each of the last N months.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_monthly: usize,
+    /// Keep every snapshot within this long of the group's newest (e.g. 7d, 36h, 2w, 1y).
+    #[arg(long, value_name = "DURATION")]
+    keep_within: Option<String>,
+    /// Keep the N newest snapshots of every revision.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_per_revision: usize,
+    /// Never forget snapshots of this revision (repeat for more).
+    #[arg(long, value_name = "REV")]
+    keep_revision: Vec<String>,
+    /// Only this service's snapshots.
+    #[arg(long, value_name = "NAME")]
+    service: Option<String>,
+    /// Say what would be forgotten and what it would free; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Prune afterwards.
+    #[arg(long)]
+    prune: bool,
+    /// With --prune: see `cairn prune --help`.
+    #[arg(long, value_name = "P%", default_value = "5%")]
+    max_unused: String,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
+    let policy = Policy {
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        within_ns: a
+            .keep_within
+            .as_deref()
+            .map(forget::parse_duration)
+            .transpose()?,
+        per_revision: a.keep_per_revision,
+        keep_revisions: a.keep_revision.clone(),
+        service: a.service.clone(),
+    };
+    if a.snapshots.is_empty() {
+        policy.validate()?;
+    }
+    let repo = g.open(Mode::Write)?;
+    let _lock = repo.lock(false, "forget")?;
+    let snaps = repo.snapshots()?;
+    let infos: Vec<SnapshotInfo> = snaps
+        .iter()
+        .map(|(id, s)| SnapshotInfo::from_snapshot(*id, s))
+        .collect();
+    let evs = events::list(&repo, None)?;
+    let mut active = HashMap::new();
+    for e in evs.iter().filter(|e| e.activates()) {
+        if let Some(to) = &e.to {
+            active.insert(e.service.clone(), to.clone());
+        }
+    }
+    let decisions = if a.snapshots.is_empty() {
+        forget::decide(&infos, &policy, &active)?
+    } else {
+        let mut chosen = Vec::new();
+        for spec in &a.snapshots {
+            chosen.push(repo.find_snapshot(spec)?.0);
+        }
+        infos
+            .iter()
+            .map(|i| forget::Decision {
+                id: i.id,
+                keep: !chosen.contains(&i.id),
+                reasons: if chosen.contains(&i.id) {
+                    Vec::new()
+                } else {
+                    vec!["not named".into()]
+                },
+                group: i.service.clone(),
+            })
+            .collect()
+    };
+    let gone: Vec<_> = decisions.iter().filter(|d| !d.keep).map(|d| d.id).collect();
+    // What forgetting them frees: blobs they reach that no kept snapshot reaches.
+    let root = |id| {
+        snaps
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, s)| s.tree)
+            .expect("listed")
+    };
+    let kept_roots: Vec<_> = snaps
+        .iter()
+        .filter(|(i, _)| !gone.contains(i))
+        .map(|(_, s)| s.tree)
+        .collect();
+    let gone_roots: Vec<_> = gone.iter().map(|id| root(*id)).collect();
+    let kept = reachable(&repo, &kept_roots)?;
+    let mut frees = 0u64;
+    for id in reachable(&repo, &gone_roots)?.difference(&kept) {
+        if let Some(loc) = repo.index().get(id)? {
+            frees += cairn_store::usage::footprint(&loc) as u64;
+        }
+    }
+    if a.json {
+        let list: Vec<_> = decisions
+            .iter()
+            .map(|d| serde_json::json!({"id": d.id.to_hex(), "keep": d.keep, "reasons": d.reasons, "service": d.group}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"decisions": list, "forget": gone.len(), "frees_bytes": frees, "dry_run": a.dry_run})
+        );
+    } else if !g.quiet {
+        let mut group = None;
+        for d in &decisions {
+            if group != Some(&d.group) {
+                group = Some(&d.group);
+                println!("{}:", d.group.as_deref().unwrap_or("(no service)"));
+            }
+            let s = &snaps.iter().find(|(i, _)| *i == d.id).expect("listed").1;
+            println!(
+                "  {} {}  {}  {:<20} {}",
+                if d.keep { "keep  " } else { "forget" },
+                d.id.short(),
+                ui::time(s.time_ns),
+                s.label().unwrap_or_else(|| "-".into()),
+                d.reasons.join(", ")
+            );
+        }
+        println!(
+            "{} {} snapshot(s); {} freed by the next prune",
+            if a.dry_run {
+                "would forget"
+            } else {
+                "forgetting"
+            },
+            gone.len(),
+            ui::size(frees)
+        );
+    }
+    if a.dry_run {
+        return Ok(crate::exit::OK);
+    }
+    for id in &gone {
+        repo.backend()
+            .remove(&format!("snapshots/{}", id.to_hex()))?;
+        repo.index().remove_snapshot(id)?;
+    }
+    if a.prune {
+        drop(_lock);
+        return super::prune::prune_now(g, &repo, &a.max_unused, false, a.json);
+    }
+    if gone.is_empty() && policy.service.is_some() && decisions.is_empty() {
+        bail!(
+            "no snapshots of service {:?}",
+            policy.service.unwrap_or_default()
+        );
+    }
+    Ok(crate::exit::OK)
+}

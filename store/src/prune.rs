@@ -1,0 +1,419 @@
+//! `prune`: deletes packs no snapshot needs and repacks partly used ones, without ever
+//! blocking a backup and without losing a chunk a concurrent backup relies on.
+//!
+//! ```text
+//! 1. mark    every blob a snapshot reaches is used; per pack, used and unused bytes
+//! 2. repack  used blobs of the most wasteful packs go into new packs (already indexed
+//!            anew, so readers follow them); until unused bytes are under --max-unused
+//! 3. record  prune/<id>: the packs to delete, sealed, durable
+//! 4. hide    the doomed packs leave the index: writers that look from now on never
+//!            deduplicate against them (and `sync_index` does not bring them back)
+//! 5. wait    for every backup (shared lock) that started before step 4 to finish
+//! 6. verify  mark again, with the snapshots written meanwhile; a doomed pack holding a
+//!            blob that is now needed and indexed nowhere else is put back, not deleted
+//! 7. delete  the pack files, then the record
+//! ```
+//! A crash anywhere leaves a repository whose kept snapshots are whole: before step 4 the
+//! doomed packs are still indexed; after it, every used blob is indexed in a new pack, and
+//! the record makes the next prune finish steps 5–7.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::blob;
+use crate::crypto::random_array;
+use crate::envelope::{self, Magic};
+use crate::error::{Error, Result};
+use crate::id::{BlobId, PackId};
+use crate::index::Location;
+use crate::lock::{LockInfo, Request};
+use crate::pack::{self, PackBuilder};
+use crate::repo::{Repo, pack_name, read_bounded};
+use crate::usage::reachable;
+
+/// How prune behaves.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Repack until unused bytes are at most this percentage of all pack bytes.
+    pub max_unused_pct: f64,
+    /// Only say what would be done.
+    pub dry_run: bool,
+    /// How long to wait for backups that started before the doomed packs were hidden; after
+    /// that the deletion is left for the next prune.
+    pub writer_wait: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_unused_pct: 5.0,
+            dry_run: false,
+            writer_wait: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What prune found and did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// Packs before.
+    pub packs: usize,
+    /// Pack bytes before.
+    pub pack_bytes: u64,
+    /// Bytes of blobs some snapshot needs.
+    pub used_bytes: u64,
+    /// Pack bytes no snapshot needs (including duplicates and headers of such packs).
+    pub unused_bytes: u64,
+    /// Packs deleted whole (nothing in them is needed).
+    pub delete_packs: usize,
+    /// Packs whose needed blobs are moved to new packs, then deleted.
+    pub repack_packs: usize,
+    /// Blobs moved.
+    pub repacked_blobs: u64,
+    /// Bytes moved.
+    pub repacked_bytes: u64,
+    /// New packs written.
+    pub new_packs: usize,
+    /// Pack bytes after (the same as before on a dry run).
+    pub pack_bytes_after: u64,
+    /// Packs kept back because a backup that ran meanwhile needs them.
+    pub kept_back: usize,
+    /// Deletion left for the next prune (backups still running).
+    pub deferred: bool,
+    /// Whether this was a dry run.
+    pub dry_run: bool,
+}
+
+/// A pending deletion, sealed under `prune/`.
+#[derive(Serialize, Deserialize)]
+struct Pending {
+    version: u32,
+    /// When the packs were hidden from the index (ns).
+    hidden_ns: i64,
+    packs: Vec<PackId>,
+}
+
+/// Packs recorded for deletion by a prune that has not finished.
+pub fn pending(repo: &Repo) -> Result<HashSet<PackId>> {
+    Ok(read_pending(repo)?
+        .into_iter()
+        .flat_map(|(_, p)| p.packs)
+        .collect())
+}
+
+fn read_pending(repo: &Repo) -> Result<Vec<(String, Pending)>> {
+    let mut out = Vec::new();
+    for name in repo.backend().list("prune")? {
+        let bytes = read_bounded(repo.backend().as_ref(), &name, 64 << 20)?;
+        let json = envelope::open_file(repo.keys(), Magic::Prune, &bytes, &name)?;
+        let p: Pending =
+            serde_json::from_slice(&json).map_err(|e| Error::corrupt(&name, e.to_string()))?;
+        out.push((name, p));
+    }
+    Ok(out)
+}
+
+/// Hears about progress.
+pub trait Progress: Sync {
+    /// Something worth saying.
+    fn step(&self, _msg: &str) {}
+}
+
+/// Runs prune (see the module docs).
+pub fn prune(repo: &Repo, opts: &Options, progress: &dyn Progress) -> Result<Report> {
+    let _lock = repo.lock_with(&Request {
+        exclusive: false,
+        scope: Some("prune".into()),
+        command: "prune".into(),
+        wait: Duration::ZERO,
+    })?;
+    let mut report = Report {
+        dry_run: opts.dry_run,
+        ..Report::default()
+    };
+    if !opts.dry_run {
+        for (name, p) in read_pending(repo)? {
+            progress.step(&format!(
+                "finishing an earlier prune: {} packs to delete",
+                p.packs.len()
+            ));
+            if !finish(repo, &name, &p, opts, progress, &mut report)? {
+                report.deferred = true;
+                return Ok(report);
+            }
+        }
+    }
+    // 1. mark (on a fresh view of the index: other processes may have written to it)
+    repo.index().refresh()?;
+    let roots: Vec<_> = repo.snapshots()?.into_iter().map(|(_, s)| s.tree).collect();
+    let used = reachable(repo, &roots)?;
+    let packs = repo.index().packs()?;
+    let mut per_pack: HashMap<PackId, (u64, Vec<(BlobId, Location)>)> = packs
+        .iter()
+        .map(|(id, size, _)| (*id, (*size, Vec::new())))
+        .collect();
+    let mut used_bytes = 0u64;
+    repo.index().for_each_blob(|id, loc| {
+        if used.contains(id)
+            && let Some(p) = per_pack.get_mut(&loc.pack)
+        {
+            p.1.push((*id, *loc));
+            used_bytes += loc.stored_len as u64;
+        }
+    })?;
+    report.packs = packs.len();
+    report.pack_bytes = packs.iter().map(|p| p.1).sum();
+    report.used_bytes = used_bytes;
+    report.unused_bytes = report.pack_bytes - used_bytes.min(report.pack_bytes);
+    let mut delete: Vec<PackId> = Vec::new();
+    let mut partly: Vec<(u64, PackId)> = Vec::new();
+    let mut unused_total = 0u64;
+    for (id, (size, blobs)) in &per_pack {
+        let u: u64 = blobs.iter().map(|(_, l)| l.stored_len as u64).sum();
+        if blobs.is_empty() {
+            delete.push(*id);
+        } else if u < *size {
+            partly.push((*size - u, *id));
+            unused_total += *size - u;
+        }
+    }
+    // 2. choose packs to repack, most wasteful first, until the bound holds.
+    let bound = (opts.max_unused_pct / 100.0 * (report.pack_bytes as f64)) as u64;
+    partly.sort_by(|a, b| b.cmp(a));
+    let mut repack = Vec::new();
+    for (waste, id) in partly {
+        if unused_total <= bound {
+            break;
+        }
+        // A pack whose waste is only its own header and table gains nothing from moving.
+        if waste <= 256 + 52 * per_pack[&id].1.len() as u64 {
+            continue;
+        }
+        unused_total -= waste;
+        repack.push(id);
+    }
+    report.delete_packs = delete.len();
+    report.repack_packs = repack.len();
+    report.repacked_blobs = repack.iter().map(|id| per_pack[id].1.len() as u64).sum();
+    report.repacked_bytes = repack
+        .iter()
+        .flat_map(|id| per_pack[id].1.iter())
+        .map(|(_, l)| l.stored_len as u64)
+        .sum();
+    if opts.dry_run || (delete.is_empty() && repack.is_empty()) {
+        report.pack_bytes_after = if opts.dry_run {
+            report.pack_bytes
+        } else {
+            current_bytes(repo)?
+        };
+        return Ok(report);
+    }
+    progress.step(&format!(
+        "{} packs to delete, {} to repack ({} blobs, {} bytes to move)",
+        delete.len(),
+        repack.len(),
+        report.repacked_blobs,
+        report.repacked_bytes
+    ));
+    // 2. repack
+    let mut builder: Option<PackBuilder> = None;
+    for id in &repack {
+        let name = pack_name(id);
+        let what = format!("pack {}", id.short());
+        let bytes = repo.backend().read(&name)?;
+        let (key, toc) = pack::open_pack(repo.keys(), &bytes, &what)?;
+        for (blob_id, loc) in &per_pack[id].1 {
+            let e = toc
+                .get(loc.slot as usize)
+                .filter(|e| e.id == *blob_id)
+                .ok_or_else(|| {
+                    Error::corrupt(
+                        &what,
+                        format!("blob {} is not where the index says", blob_id.short()),
+                    )
+                })?;
+            let sealed = &bytes[e.offset as usize..(e.offset + e.stored_len as u64) as usize];
+            let enc =
+                blob::open_encoded(&key, loc.slot, blob_id, e.kind, e.raw_len, sealed, &what)?;
+            // Never move damage along: the data must decode and hash to its id.
+            let data = blob::decode(&enc, blob_id, e.raw_len, &what)?;
+            let h = match e.kind {
+                blob::BlobKind::Tree => repo.keys().tree_id(&data),
+                _ => repo.keys().chunk_id(&data),
+            };
+            if h != *blob_id {
+                return Err(Error::corrupt(
+                    &what,
+                    format!("blob {} does not hash to its id", blob_id.short()),
+                ));
+            }
+            let b = builder.get_or_insert_with(|| PackBuilder::new(repo.keys()));
+            b.add(*blob_id, e.kind, e.raw_len, &enc);
+            if b.len() >= repo.config().pack_size as usize {
+                write_pack(repo, builder.take().expect("open"), &mut report)?;
+            }
+        }
+    }
+    if let Some(b) = builder.take()
+        && !b.is_empty()
+    {
+        write_pack(repo, b, &mut report)?;
+    }
+    // 3. record, 4. hide
+    let doomed: Vec<PackId> = delete.into_iter().chain(repack).collect();
+    let p = Pending {
+        version: 1,
+        hidden_ns: crate::now_ns(),
+        packs: doomed,
+    };
+    let name = format!("prune/{}", hex::encode(random_array::<16>()));
+    let sealed = envelope::seal_file(
+        repo.keys(),
+        Magic::Prune,
+        &serde_json::to_vec(&p).expect("serialises"),
+    );
+    repo.backend().write(&name, &sealed)?;
+    repo.index().remove_packs(&p.packs)?;
+    // 5.–7.
+    if !finish(repo, &name, &p, opts, progress, &mut report)? {
+        report.deferred = true;
+    }
+    report.pack_bytes_after = current_bytes(repo)?;
+    Ok(report)
+}
+
+fn current_bytes(repo: &Repo) -> Result<u64> {
+    let mut n = 0;
+    for name in repo.backend().list("packs")? {
+        n += repo.backend().size(&name)?;
+    }
+    Ok(n)
+}
+
+fn write_pack(repo: &Repo, b: PackBuilder, report: &mut Report) -> Result<()> {
+    let (id, bytes, entries) = b.finish();
+    repo.backend().write(&pack_name(&id), &bytes)?;
+    repo.index().add_pack(&id, bytes.len() as u64, &entries)?;
+    report.new_packs += 1;
+    Ok(())
+}
+
+/// Steps 5–7 for one recorded deletion. Returns false when backups that started before the
+/// packs were hidden are still running after the wait (the record stays for the next prune).
+fn finish(
+    repo: &Repo,
+    name: &str,
+    p: &Pending,
+    opts: &Options,
+    progress: &dyn Progress,
+    report: &mut Report,
+) -> Result<bool> {
+    // 5. wait for writers that may have deduplicated against the doomed packs
+    let deadline = Instant::now() + opts.writer_wait;
+    loop {
+        let old = older_writers(repo, p.hidden_ns)?;
+        if old.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            progress.step(&format!(
+                "{} backup(s) that started before this prune are still running; the deletion is left for the next prune",
+                old.len()
+            ));
+            return Ok(false);
+        }
+        progress.step(&format!(
+            "waiting for {} backup(s) that started before this prune",
+            old.len()
+        ));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // 6. verify: walk every snapshot (those written meanwhile too); a blob the index lacks
+    // is looked for in the doomed packs, and a pack holding one is indexed again and kept.
+    let mut delete = p.packs.clone();
+    rescue(repo, &mut delete, report)?;
+    // 7. delete
+    for pack in &delete {
+        repo.backend().remove(&pack_name(pack))?;
+    }
+    repo.backend().remove(name)?;
+    Ok(true)
+}
+
+/// Walks every snapshot's trees; makes sure each blob they reach is indexed, taking packs
+/// that hold a missing one off `doomed` (and indexing them again).
+fn rescue(repo: &Repo, doomed: &mut Vec<PackId>, report: &mut Report) -> Result<()> {
+    repo.index().refresh()?;
+    let mut tocs: HashMap<PackId, Option<Vec<pack::Entry>>> = HashMap::new();
+    let mut ensure = |id: &BlobId, doomed: &mut Vec<PackId>| -> Result<()> {
+        if repo.index().contains(id)? {
+            return Ok(());
+        }
+        for pack in doomed.clone() {
+            let toc = tocs
+                .entry(pack)
+                .or_insert_with(|| repo.pack_toc(&pack).ok());
+            if let Some(toc) = toc
+                && toc.iter().any(|e| e.id == *id)
+            {
+                let size = repo.backend().size(&pack_name(&pack))?;
+                repo.index().add_pack(&pack, size, toc)?;
+                doomed.retain(|p| *p != pack);
+                report.kept_back += 1;
+                return Ok(());
+            }
+        }
+        // Found nowhere: the snapshot was damaged before this prune; `check` reports it.
+        Ok(())
+    };
+    let mut seen = HashSet::new();
+    let mut stack: Vec<BlobId> = repo.snapshots()?.into_iter().map(|(_, s)| s.tree).collect();
+    while let Some(t) = stack.pop() {
+        if !seen.insert(t) {
+            continue;
+        }
+        ensure(&t, doomed)?;
+        let Ok(tree) = repo.load_tree(&t) else {
+            continue;
+        };
+        for e in &tree.entries {
+            match &e.node {
+                crate::tree::Node::Dir(sub) => stack.push(*sub),
+                crate::tree::Node::File(parts) => {
+                    for part in parts {
+                        if seen.insert(part.id) {
+                            ensure(&part.id, doomed)?;
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Shared, unscoped locks (backups) taken before `t` whose holders still run.
+fn older_writers(repo: &Repo, t: i64) -> Result<Vec<LockInfo>> {
+    let mut out = Vec::new();
+    for name in repo.backend().list("locks")? {
+        let Ok(bytes) = read_bounded(repo.backend().as_ref(), &name, 64 * 1024) else {
+            continue;
+        };
+        let Ok(json) = envelope::open_file(repo.keys(), Magic::Lock, &bytes, &name) else {
+            continue;
+        };
+        let Ok(l) = serde_json::from_slice::<LockInfo>(&json) else {
+            continue;
+        };
+        if l.scope.is_none() && !l.exclusive && l.time_ns < t {
+            if l.host == crate::fsmeta::hostname() && !crate::fsmeta::pid_alive(l.pid) {
+                continue;
+            }
+            out.push(l);
+        }
+    }
+    Ok(out)
+}
