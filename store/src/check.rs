@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::blob::{self, BlobKind};
 use crate::error::Result;
-use crate::id::{BlobId, PackId, SnapshotId};
+use crate::id::{BlobId, IdSet, PackId, SnapshotId};
 use crate::index::Location;
 use crate::pack;
 use crate::repo::{Repo, pack_name};
@@ -103,6 +103,10 @@ pub fn check(repo: &Repo, read: ReadData, progress: &dyn Progress) -> Result<Rep
         by_pack.entry(loc.pack).or_default().push((*id, *loc));
     })?;
     r.blobs = by_pack.values().map(Vec::len).sum();
+    let indexed_blobs: IdSet<BlobId> = by_pack
+        .values()
+        .flat_map(|v| v.iter().map(|(b, _)| *b))
+        .collect();
     let indexed: HashSet<PackId> = repo.index().packs()?.into_iter().map(|p| p.0).collect();
     let pending = repo.pending_deletion()?;
     let mut on_disk = Vec::new();
@@ -219,17 +223,16 @@ pub fn check(repo: &Repo, read: ReadData, progress: &dyn Progress) -> Result<Rep
             }
         };
         let mut hits: HashMap<PackId, Vec<String>> = HashMap::new();
-        walk(
-            repo,
-            &mut cache,
-            &sid,
-            &snap.tree,
-            "",
-            &lost_blobs,
-            &mut hits,
-            &mut seen_trees,
-            &mut r.errors,
-        )?;
+        let mut w = Walk {
+            cache: &mut cache,
+            sid: &sid,
+            lost: &lost_blobs,
+            indexed: &indexed_blobs,
+            hits: &mut hits,
+            seen: &mut seen_trees,
+            errors: &mut r.errors,
+        };
+        w.walk(&snap.tree, "");
         for (pack, paths) in hits {
             affects.entry(pack).or_default().push(Affected {
                 snapshot: sid.to_hex(),
@@ -306,57 +309,63 @@ fn read_pack(repo: &Repo, id: &PackId) -> Result<(u64, bool, HashSet<BlobId>)> {
     Ok((bytes.len() as u64, name_ok, lost))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn walk(
-    repo: &Repo,
-    cache: &mut TreeCache,
-    sid: &SnapshotId,
-    tree: &BlobId,
-    path: &str,
-    lost: &HashMap<BlobId, PackId>,
-    hits: &mut HashMap<PackId, Vec<String>>,
-    seen: &mut HashSet<BlobId>,
-    errors: &mut Vec<String>,
-) -> Result<()> {
-    if let Some(pack) = lost.get(tree) {
-        hits.entry(*pack)
-            .or_default()
-            .push(format!("{path}/ (the whole directory)"));
-        return Ok(());
-    }
-    let t = match cache.get(tree) {
-        Ok(t) => t,
-        Err(e) => {
-            errors.push(format!("snapshot {}: directory {path}/: {e}", sid.short()));
-            return Ok(());
+struct Walk<'a, 'r> {
+    cache: &'a mut TreeCache<'r>,
+    sid: &'a SnapshotId,
+    lost: &'a HashMap<BlobId, PackId>,
+    indexed: &'a IdSet<BlobId>,
+    hits: &'a mut HashMap<PackId, Vec<String>>,
+    seen: &'a mut HashSet<BlobId>,
+    errors: &'a mut Vec<String>,
+}
+
+impl Walk<'_, '_> {
+    fn walk(&mut self, tree: &BlobId, path: &str) {
+        if let Some(pack) = self.lost.get(tree) {
+            self.hits
+                .entry(*pack)
+                .or_default()
+                .push(format!("{path}/ (the whole directory)"));
+            return;
         }
-    };
-    seen.insert(*tree);
-    for e in &t.entries {
-        let p = format!("{path}/{}", String::from_utf8_lossy(&e.name));
-        match &e.node {
-            Node::Dir(sub) => walk(repo, cache, sid, sub, &p, lost, hits, seen, errors)?,
-            Node::File(parts) => {
-                let mut packs: Vec<PackId> = parts
-                    .iter()
-                    .filter_map(|x| lost.get(&x.id).copied())
-                    .collect();
-                packs.dedup();
-                for pack in packs {
-                    hits.entry(pack).or_default().push(p.clone());
-                }
-                for part in parts {
-                    if !lost.contains_key(&part.id) && !repo.index().contains(&part.id)? {
-                        errors.push(format!(
-                            "snapshot {}: {p} needs blob {}, which is not indexed",
-                            sid.short(),
-                            part.id.short()
-                        ));
+        let t = match self.cache.get(tree) {
+            Ok(t) => t,
+            Err(e) => {
+                self.errors.push(format!(
+                    "snapshot {}: directory {path}/: {e}",
+                    self.sid.short()
+                ));
+                return;
+            }
+        };
+        // A tree met again in the same snapshot was already reported; across snapshots the
+        // walk repeats, so that every snapshot a damaged file is in gets named.
+        self.seen.insert(*tree);
+        for e in &t.entries {
+            let p = format!("{path}/{}", String::from_utf8_lossy(&e.name));
+            match &e.node {
+                Node::Dir(sub) => self.walk(sub, &p),
+                Node::File(parts) => {
+                    let mut packs: Vec<PackId> = parts
+                        .iter()
+                        .filter_map(|x| self.lost.get(&x.id).copied())
+                        .collect();
+                    packs.dedup();
+                    for pack in packs {
+                        self.hits.entry(pack).or_default().push(p.clone());
+                    }
+                    for part in parts {
+                        if !self.lost.contains_key(&part.id) && !self.indexed.contains(&part.id) {
+                            self.errors.push(format!(
+                                "snapshot {}: {p} needs blob {}, which is not indexed",
+                                self.sid.short(),
+                                part.id.short()
+                            ));
+                        }
                     }
                 }
+                _ => {}
             }
-            _ => {}
         }
     }
-    Ok(())
 }

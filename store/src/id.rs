@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
         pub struct $name(pub [u8; 32]);
 
         impl $name {
@@ -31,6 +31,13 @@ macro_rules! id_type {
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 write!(f, "{}({})", stringify!($name), self.short())
+            }
+        }
+
+        impl std::hash::Hash for $name {
+            // Ids are uniformly random: eight of their bytes are as good a hash as all 32.
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                state.write_u64(u64::from_le_bytes(self.0[..8].try_into().expect("8 bytes")));
             }
         }
 
@@ -67,3 +74,29 @@ id_type!(
     /// A snapshot file: unkeyed BLAKE3 of the file's bytes as stored.
     SnapshotId
 );
+
+/// A hasher for maps keyed by ids: ids are already uniformly random (keyed BLAKE3), so their
+/// first eight bytes are a perfect hash, and SipHash over 32 bytes would only cost time.
+#[derive(Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+}
+
+/// Builds [`IdHasher`]s.
+pub type IdBuild = std::hash::BuildHasherDefault<IdHasher>;
+/// A map keyed by ids.
+pub type IdMap<K, V> = std::collections::HashMap<K, V, IdBuild>;
+/// A set of ids.
+pub type IdSet<K> = std::collections::HashSet<K, IdBuild>;

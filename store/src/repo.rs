@@ -66,11 +66,20 @@ fn whoami() -> String {
 
 /// Creates a repository at `path` with one key file for `password`.
 pub fn init(path: &Path, password: &[u8], kdf: KdfParams) -> Result<()> {
-    init_with(path, password, kdf, Config::new(kdf).pack_size)
+    init_with(path, password, Config::new(kdf))
 }
 
-/// [`init`] with a given pack size in bytes.
-pub fn init_with(path: &Path, password: &[u8], kdf: KdfParams, pack_size: u32) -> Result<()> {
+/// [`init`] with given settings (chunk sizes, pack size, KDF); the id is taken from `config`.
+pub fn init_with(path: &Path, password: &[u8], config: Config) -> Result<()> {
+    config.chunker_tree.validate()?;
+    config.chunker_stream.validate()?;
+    keyfile::check_bounds(config.kdf).map_err(Error::Invalid)?;
+    if !(1 << 20..=512 << 20).contains(&config.pack_size) {
+        return Err(Error::Invalid(
+            "the pack size must be from 1 to 512 MiB".into(),
+        ));
+    }
+    let kdf = config.kdf;
     if path.exists() {
         let mut rd = std::fs::read_dir(path).map_err(|e| Error::io(path, e))?;
         if rd.next().is_some() {
@@ -90,8 +99,6 @@ pub fn init_with(path: &Path, password: &[u8], kdf: KdfParams, pack_size: u32) -
     }
     let master = MasterKey::generate();
     let keys = Keys::derive(&master);
-    let mut config = Config::new(kdf);
-    config.pack_size = pack_size;
     let kf = keyfile::create(
         &master,
         password,

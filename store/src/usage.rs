@@ -1,19 +1,23 @@
 //! What snapshots reach: the blobs behind each snapshot, read from trees and the index only
 //! (file data is never decrypted). Stats, diff, forget, prune and check's damage reports
 //! stand on it.
+//!
+//! Sizes come from one sequential scan of the index rather than a lookup per blob, and every
+//! map is keyed with [`IdBuild`] (ids are random already), so a million chunks take seconds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::Result;
-use crate::id::{BlobId, SnapshotId};
+use crate::id::{BlobId, IdMap, IdSet, SnapshotId};
+use crate::index::Location;
 use crate::repo::Repo;
 use crate::tree::{Node, Tree};
 
 /// Decoded trees, each decoded once however many snapshots share it.
 pub struct TreeCache<'r> {
     repo: &'r Repo,
-    trees: HashMap<BlobId, Arc<Tree>>,
+    trees: HashMap<BlobId, Arc<Tree>, crate::id::IdBuild>,
 }
 
 impl<'r> TreeCache<'r> {
@@ -21,7 +25,7 @@ impl<'r> TreeCache<'r> {
     pub fn new(repo: &'r Repo) -> Self {
         Self {
             repo,
-            trees: HashMap::new(),
+            trees: HashMap::default(),
         }
     }
 
@@ -36,7 +40,7 @@ impl<'r> TreeCache<'r> {
     }
 
     /// Every blob (trees and data) below `root`, the root included, each once.
-    pub fn reach(&mut self, root: &BlobId, into: &mut HashSet<BlobId>) -> Result<()> {
+    pub fn reach(&mut self, root: &BlobId, into: &mut IdSet<BlobId>) -> Result<()> {
         let mut stack = vec![*root];
         while let Some(id) = stack.pop() {
             if !into.insert(id) {
@@ -53,6 +57,11 @@ impl<'r> TreeCache<'r> {
         }
         Ok(())
     }
+}
+
+/// What a blob takes in its pack: its sealed bytes and its entry in the pack's table.
+pub fn footprint(loc: &Location) -> u32 {
+    loc.stored_len + crate::pack::ENTRY_LEN as u32
 }
 
 /// Sizes of a set of blobs, from the index.
@@ -83,86 +92,83 @@ pub struct SnapshotUsage {
     pub unique: Sizes,
 }
 
+/// Index sizes (raw, footprint) of every indexed blob, from one scan.
+pub fn index_sizes(repo: &Repo) -> Result<IdMap<BlobId, (u32, u32)>> {
+    let mut out = IdMap::default();
+    repo.index().for_each_blob(|id, loc| {
+        out.insert(*id, (loc.raw_len, footprint(loc)));
+    })?;
+    Ok(out)
+}
+
 /// Per-snapshot and per-blob accounting over a set of snapshots.
 pub struct Usage {
-    /// For every reached blob: how many of the snapshots reach it, and the last one that did.
-    pub refs: HashMap<BlobId, (u32, u32)>,
-    /// Index sizes (raw, stored) of every reached blob the index knows.
-    pub sizes: HashMap<BlobId, (u32, u32)>,
     /// Per snapshot, in the order given.
     pub per_snapshot: Vec<SnapshotUsage>,
+    /// Every blob some snapshot reaches.
+    pub total: Sizes,
+    /// The blobs only selected snapshots reach: what deleting the selection together frees.
+    pub selection_unique: Sizes,
     /// Reached blobs the index does not know (a damaged repository).
     pub missing: u64,
 }
 
 impl Usage {
-    /// Walks every snapshot in `snaps` (id and root tree).
-    pub fn compute(repo: &Repo, snaps: &[(SnapshotId, BlobId)]) -> Result<Self> {
+    /// Walks every snapshot in `snaps` (id and root tree); `selected[i]` marks a selection.
+    pub fn compute(repo: &Repo, snaps: &[(SnapshotId, BlobId)], selected: &[bool]) -> Result<Self> {
+        let sizes = index_sizes(repo)?;
         let mut cache = TreeCache::new(repo);
-        let mut refs: HashMap<BlobId, (u32, u32)> = HashMap::new();
-        let mut sizes: HashMap<BlobId, (u32, u32)> = HashMap::new();
+        // Per blob: how many snapshots reach it, how many selected ones, and the last one.
+        let mut refs: IdMap<BlobId, (u32, u32, u32)> = IdMap::default();
         let mut per_snapshot = vec![SnapshotUsage::default(); snaps.len()];
-        let mut missing = HashSet::new();
         for (i, (_, root)) in snaps.iter().enumerate() {
-            let mut mine = HashSet::new();
+            let mut mine = IdSet::default();
             cache.reach(root, &mut mine)?;
+            let sel = selected.get(i).copied().unwrap_or(false) as u32;
             for b in mine {
-                let r = refs.entry(b).or_insert((0, 0));
+                let r = refs.entry(b).or_insert((0, 0, 0));
                 r.0 += 1;
-                r.1 = i as u32;
-                let sz = match sizes.get(&b) {
-                    Some(s) => Some(*s),
-                    None => match repo.index().get(&b)? {
-                        Some(loc) => {
-                            let share = footprint(&loc);
-                            sizes.insert(b, (loc.raw_len, share));
-                            Some((loc.raw_len, share))
-                        }
-                        None => {
-                            missing.insert(b);
-                            None
-                        }
-                    },
-                };
-                if let Some((raw, stored)) = sz {
-                    per_snapshot[i].all.add(raw, stored);
+                r.1 += sel;
+                r.2 = i as u32;
+                if let Some((raw, stored)) = sizes.get(&b) {
+                    per_snapshot[i].all.add(*raw, *stored);
                 }
             }
         }
-        for (b, (n, last)) in &refs {
-            if *n == 1
-                && let Some((raw, stored)) = sizes.get(b)
-            {
+        let mut total = Sizes::default();
+        let mut selection_unique = Sizes::default();
+        let mut missing = 0;
+        for (b, (n, sel, last)) in &refs {
+            let Some((raw, stored)) = sizes.get(b) else {
+                missing += 1;
+                continue;
+            };
+            total.add(*raw, *stored);
+            if *n == 1 {
                 per_snapshot[*last as usize].unique.add(*raw, *stored);
+            }
+            if *sel == *n {
+                selection_unique.add(*raw, *stored);
             }
         }
         Ok(Self {
-            refs,
-            sizes,
             per_snapshot,
-            missing: missing.len() as u64,
+            total,
+            selection_unique,
+            missing,
         })
     }
 
     /// Sizes of every reached blob.
     pub fn total(&self) -> Sizes {
-        let mut s = Sizes::default();
-        for (raw, stored) in self.sizes.values() {
-            s.add(*raw, *stored);
-        }
-        s
+        self.total
     }
 }
 
-/// What a blob takes in its pack: its sealed bytes and its entry in the pack's table.
-pub fn footprint(loc: &crate::index::Location) -> u32 {
-    loc.stored_len + crate::pack::ENTRY_LEN as u32
-}
-
 /// Every blob the given root trees reach.
-pub fn reachable(repo: &Repo, roots: &[BlobId]) -> Result<HashSet<BlobId>> {
+pub fn reachable(repo: &Repo, roots: &[BlobId]) -> Result<IdSet<BlobId>> {
     let mut cache = TreeCache::new(repo);
-    let mut out = HashSet::new();
+    let mut out = IdSet::default();
     for r in roots {
         cache.reach(r, &mut out)?;
     }

@@ -1,6 +1,7 @@
 //! `cairn init`
 
-use cairn_store::config::KdfParams;
+use cairn_store::chunker::ChunkerParams;
+use cairn_store::config::{Config, KdfParams};
 
 use super::Global;
 
@@ -15,6 +16,37 @@ pub struct Args {
     /// Close packs at this size, in MiB (default 16; smaller suits slow remote storage).
     #[arg(long, value_name = "MIB", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=512))]
     pack_size: u32,
+    /// Chunk sizes for files in trees: MIN,AVG,MAX in bytes (K and M suffixes allowed;
+    /// default 256K,1M,4M). Recorded in the config; fixed for the repository's life.
+    #[arg(long, value_name = "MIN,AVG,MAX")]
+    tree_chunks: Option<String>,
+    /// Chunk sizes for streams (dumps): MIN,AVG,MAX (default 16K,64K,256K).
+    #[arg(long, value_name = "MIN,AVG,MAX")]
+    stream_chunks: Option<String>,
+}
+
+fn chunks(s: &str) -> anyhow::Result<ChunkerParams> {
+    let n = |x: &str| -> anyhow::Result<u32> {
+        let x = x.trim();
+        let (num, mul) = match x.chars().last() {
+            Some('K' | 'k') => (&x[..x.len() - 1], 1024),
+            Some('M' | 'm') => (&x[..x.len() - 1], 1024 * 1024),
+            _ => (x, 1),
+        };
+        Ok(num
+            .parse::<u32>()
+            .map_err(|_| anyhow::anyhow!("{x:?} is not a size"))?
+            * mul)
+    };
+    let v: Vec<&str> = s.split(',').collect();
+    if v.len() != 3 {
+        anyhow::bail!("chunk sizes are MIN,AVG,MAX, e.g. 16K,64K,256K");
+    }
+    Ok(ChunkerParams {
+        min: n(v[0])?,
+        avg: n(v[1])?,
+        max: n(v[2])?,
+    })
 }
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
@@ -25,7 +57,15 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
         t: a.kdf_iterations,
         p: 1,
     };
-    cairn_store::repo::init_with(path, &pw, kdf, a.pack_size << 20)?;
+    let mut config = Config::new(kdf);
+    config.pack_size = a.pack_size << 20;
+    if let Some(t) = &a.tree_chunks {
+        config.chunker_tree = chunks(t)?;
+    }
+    if let Some(t) = &a.stream_chunks {
+        config.chunker_stream = chunks(t)?;
+    }
+    cairn_store::repo::init_with(path, &pw, config)?;
     if !g.quiet {
         println!("created cairn repository at {}", path.display());
         println!("keep the password safe: without it the data cannot be read, by anyone");

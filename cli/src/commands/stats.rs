@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use cairn_store::repo::Mode;
-use cairn_store::usage::{Usage, footprint, reachable};
+use cairn_store::usage::Usage;
 
 use super::Global;
 use crate::ui;
@@ -33,8 +33,6 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     let repo = g.open(Mode::Read)?;
     let all = repo.snapshots()?;
     let roots: Vec<_> = all.iter().map(|(id, s)| (*id, s.tree)).collect();
-    // Unique bytes are relative to every snapshot in the repository, whatever is shown.
-    let usage = Usage::compute(&repo, &roots)?;
     let mut chosen = Vec::new();
     if !a.snapshots.is_empty() {
         for spec in &a.snapshots {
@@ -46,20 +44,13 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
             .filter(|&i| a.service.is_none() || all[i].1.service == a.service)
             .collect();
     }
-    // What deleting the selected snapshots together would free.
-    let sel: std::collections::HashSet<usize> = chosen.iter().copied().collect();
-    let sel_roots: Vec<_> = chosen.iter().map(|&i| all[i].1.tree).collect();
-    let other_roots: Vec<_> = (0..all.len())
-        .filter(|i| !sel.contains(i))
-        .map(|i| all[i].1.tree)
-        .collect();
-    let others = reachable(&repo, &other_roots)?;
-    let mut together = 0u64;
-    for id in reachable(&repo, &sel_roots)?.difference(&others) {
-        if let Some(loc) = repo.index().get(id)? {
-            together += footprint(&loc) as u64;
-        }
+    let mut selected = vec![false; all.len()];
+    for &i in &chosen {
+        selected[i] = true;
     }
+    // Unique bytes are relative to every snapshot in the repository, whatever is shown.
+    let usage = Usage::compute(&repo, &roots, &selected)?;
+    let together = usage.selection_unique.stored;
     let packs = repo.index().packs()?;
     let pack_bytes: u64 = packs.iter().map(|p| p.1).sum();
     let (mut indexed_blobs, mut indexed_stored, mut data_blobs) = (0u64, 0u64, 0u64);
