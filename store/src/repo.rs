@@ -285,6 +285,30 @@ impl Repo {
         Tree::decode(&data, &format!("tree {}", id.short()))
     }
 
+    /// Stores blobs in one new pack (durable, then indexed) and returns their ids. For tools
+    /// and tests that write trees by hand; backups go through the archiver.
+    pub fn store_blobs(&self, blobs: &[(BlobKind, Vec<u8>)]) -> Result<Vec<BlobId>> {
+        let mut b = crate::pack::PackBuilder::new(&self.keys);
+        let mut ids = Vec::new();
+        for (kind, data) in blobs {
+            let id = match kind {
+                BlobKind::Tree => self.keys.tree_id(data),
+                _ => self.keys.chunk_id(data),
+            };
+            b.add(
+                id,
+                *kind,
+                data.len() as u32,
+                &blob::encode(data, self.config.zstd_level),
+            );
+            ids.push(id);
+        }
+        let (id, bytes, entries) = b.finish();
+        self.backend.write(&pack_name(&id), &bytes)?;
+        self.index().add_pack(&id, bytes.len() as u64, &entries)?;
+        Ok(ids)
+    }
+
     /// Writes a snapshot file (after every pack it needs is durable) and indexes it.
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
         let (id, bytes) = snap.seal(&self.keys);

@@ -3,6 +3,7 @@
 
 mod backup_restore;
 mod failures;
+mod hostile;
 mod lifecycle;
 mod mariadb;
 mod state;
