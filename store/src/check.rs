@@ -136,6 +136,9 @@ pub fn check(repo: &Repo, read: ReadData, progress: &dyn Progress) -> Result<Rep
             ));
         }
         match repo.pack_toc(id) {
+            // Deleted meanwhile by the prune that had hidden it: not damage.
+            Err(crate::Error::NotFound(_)) | Err(crate::Error::Io { .. })
+                if pending.contains(id) => {}
             Err(e) => {
                 let lost = by_pack
                     .get(id)

@@ -134,7 +134,12 @@ impl Index {
                 dir.display()
             )));
         }
-        let db = DB::open_for_read_only(&ro_options(), dir, false).map_err(ix)?;
+        let db = DB::open_for_read_only(&ro_options(), dir, false).map_err(|e| match ix(e) {
+            Error::Index(m) => Error::Index(format!(
+                "{m} (the index is only a cache of the packs: `cairn index rebuild` makes it again)"
+            )),
+            e => e,
+        })?;
         Ok(Self {
             dir: dir.to_path_buf(),
             view: RwLock::new(db),

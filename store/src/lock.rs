@@ -115,6 +115,7 @@ pub fn acquire_with(backend: &Arc<dyn Backend>, keys: &Keys, req: &Request) -> R
                 if std::time::Instant::now() >= deadline {
                     let what = match (&held.scope, held.exclusive) {
                         (_, true) => "an exclusive lock",
+                        (Some(s), false) if s == "prune" => "the prune lock",
                         (Some(_), false) => "the service's lock",
                         (None, false) => "a lock",
                     };

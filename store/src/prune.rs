@@ -110,6 +110,13 @@ fn read_pending(repo: &Repo) -> Result<Vec<(String, Pending)>> {
         let json = envelope::open_file(repo.keys(), Magic::Prune, &bytes, &name)?;
         let p: Pending =
             serde_json::from_slice(&json).map_err(|e| Error::corrupt(&name, e.to_string()))?;
+        if p.version != 1 {
+            return Err(Error::NewerFormat {
+                what: name,
+                found: p.version,
+                supported: 1,
+            });
+        }
         out.push((name, p));
     }
     Ok(out)
@@ -275,8 +282,7 @@ pub fn prune(repo: &Repo, opts: &Options, progress: &dyn Progress) -> Result<Rep
         &serde_json::to_vec(&p).expect("serialises"),
     );
     repo.backend().write(&name, &sealed)?;
-    repo.index().remove_packs(&p.packs)?;
-    // 5.–7.
+    // 4.–7. (finish hides them, then waits, verifies and deletes)
     if !finish(repo, &name, &p, opts, progress, &mut report)? {
         report.deferred = true;
     }
@@ -310,10 +316,15 @@ fn finish(
     progress: &dyn Progress,
     report: &mut Report,
 ) -> Result<bool> {
+    // 4. hide (again, when finishing an earlier prune: a crash may have come before the
+    // hide, or after a rescue put a pack back). The wait threshold is taken after the hide:
+    // any process whose index view still lists a doomed pack took its lock before this.
+    repo.index().remove_packs(&p.packs)?;
+    let hidden_ns = crate::now_ns();
     // 5. wait for writers that may have deduplicated against the doomed packs
     let deadline = Instant::now() + opts.writer_wait;
     loop {
-        let old = older_writers(repo, p.hidden_ns)?;
+        let old = older_writers(repo, hidden_ns)?;
         if old.is_empty() {
             break;
         }

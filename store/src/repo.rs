@@ -34,7 +34,7 @@ use crate::tree::Tree;
 pub enum Mode {
     /// Reads only; the index is opened read-only and other processes may write meanwhile.
     Read,
-    /// Writes; takes the index's process lock.
+    /// Writes: creates the index if it is missing and brings it up to date with the files.
     Write,
     /// Keys and config only, no index (key management works while others write).
     Keys,
@@ -119,6 +119,12 @@ use std::os::unix::fs::DirBuilderExt;
 impl Repo {
     /// Opens the repository at `path` with `password`.
     pub fn open(path: &Path, password: &[u8], mode: Mode) -> Result<Self> {
+        finish_index_swap(path)?;
+        Self::open_at(path, password, mode, &path.join("index"))
+    }
+
+    /// [`Repo::open`] with the index in `index_dir`.
+    fn open_at(path: &Path, password: &[u8], mode: Mode, index_dir: &Path) -> Result<Self> {
         let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(path));
         if !backend.exists("config")? {
             return Err(Error::NoRepository(path.to_path_buf()));
@@ -129,7 +135,7 @@ impl Repo {
             &keys,
             &read_bounded(backend.as_ref(), "config", crate::config::MAX_CONFIG_FILE)?,
         )?;
-        let index_dir = path.join("index");
+        let index_dir = index_dir.to_path_buf();
         let index = match mode {
             Mode::Read => Some(Index::open(&index_dir)?),
             Mode::Write => {
@@ -199,7 +205,11 @@ impl Repo {
 
     /// Takes a lock as described by `req` (scoped, waiting).
     pub fn lock_with(&self, req: &lock::Request) -> Result<Lock> {
-        lock::acquire_with(&self.backend, &self.keys, req)
+        let l = lock::acquire_with(&self.backend, &self.keys, req)?;
+        if let Some(ix) = &self.index {
+            ix.refresh()?;
+        }
+        Ok(l)
     }
 
     /// The chunker for files in trees.
@@ -437,6 +447,10 @@ impl Repo {
             if pending.contains(&id) || self.index().has_pack(&id)? {
                 continue;
             }
+            // A prune may have hidden it since the records were read: read them again.
+            if self.pending_deletion()?.contains(&id) {
+                continue;
+            }
             match self.pack_toc(&id) {
                 Ok(entries) => {
                     self.index()
@@ -516,20 +530,49 @@ pub fn rebuild_index(path: &Path, password: &[u8]) -> Result<SyncReport> {
     let (master, _) = unlock(&backend, password)?;
     let backend: Arc<dyn Backend> = Arc::new(backend);
     let _lock = lock::acquire(&backend, &Keys::derive(&master), true, "index rebuild")?;
+    // The new index is built beside the old one and swapped in only when complete, so a
+    // rebuild killed midway leaves the old index (or, between the two renames, a complete
+    // new one that the next open puts in place).
     let dir = path.join("index");
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let new = path.join("index.new");
+    let old = path.join("index.old");
+    for d in [&new, &old] {
+        if d.exists() {
+            std::fs::remove_dir_all(d).map_err(|e| Error::io(d, e))?;
+        }
     }
-    let repo = Repo::open(path, password, Mode::Write)?;
+    Index::create(&new)?;
     let mut report = SyncReport::default();
-    // `open` already synced: count what is there now.
-    for (_, _, _) in repo.index().packs()? {
-        report.packs_added += 1;
+    {
+        let repo = Repo::open_at(path, password, Mode::Write, &new)?;
+        // `open` already synced: count what is there now.
+        report.packs_added = repo.index().packs()?.len() as u64;
+        report.snapshots_added = repo.index().snapshots()?.len() as u64;
+        report.damaged = repo.sync_index()?.damaged;
     }
-    report.snapshots_added = repo.index().snapshots()?.len() as u64;
-    let again = repo.sync_index()?;
-    report.damaged = again.damaged;
+    if dir.exists() {
+        std::fs::rename(&dir, &old).map_err(|e| Error::io(&dir, e))?;
+    }
+    std::fs::rename(&new, &dir).map_err(|e| Error::io(&new, e))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    }
     Ok(report)
+}
+
+/// Completes an index swap that a rebuild was killed in the middle of (see
+/// [`rebuild_index`]): the old index was moved aside, the new one is complete.
+fn finish_index_swap(path: &Path) -> Result<()> {
+    let (dir, new, old) = (
+        path.join("index"),
+        path.join("index.new"),
+        path.join("index.old"),
+    );
+    if !dir.exists() && old.exists() && new.join("CURRENT").exists() {
+        std::fs::rename(&new, &dir).map_err(|e| Error::io(&new, e))?;
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    }
+    Ok(())
 }
 
 /// Reads a small file whole, refusing one larger than `max` before reading it.

@@ -335,6 +335,8 @@ fn finish_load(
     ev.to = Some(revision.clone());
     ev.snapshot = Some(*id);
     ev.saved = Some(*saved);
+    // A shared lock for the restoring part too: a prune waits for it before deleting packs.
+    let _reading = repo.lock(false, "state load")?;
     match apply(repo, svc, snap, saved, report) {
         Ok(()) => {
             events::record(repo, &ev).map_err(|e| {
@@ -385,6 +387,46 @@ fn sibling(live: &Path, what: &str) -> PathBuf {
         ".{name}.cairn-{what}-{}",
         hex::encode(random_array::<4>())
     ))
+}
+
+/// After a load killed midway: if the live tree is gone but its previous copy is beside it
+/// (killed between the two renames of a swap), that copy goes back in place; staging copies
+/// and old copies of a live tree are removed.
+fn recover_siblings(live: &Path, report: &dyn Report) -> Result<()> {
+    let (Some(dir), Some(name)) = (live.parent(), live.file_name()) else {
+        return Ok(());
+    };
+    let name = name.to_string_lossy();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let mut olds = Vec::new();
+    let mut loads = Vec::new();
+    for e in rd.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with(&format!(".{name}.cairn-old-")) {
+            olds.push(e.path());
+        } else if n.starts_with(&format!(".{name}.cairn-load-")) {
+            loads.push(e.path());
+        }
+    }
+    if fs::symlink_metadata(live).is_err()
+        && let Some(old) = olds.pop()
+    {
+        report.step(&format!(
+            "an earlier load was interrupted: putting {} back",
+            live.display()
+        ));
+        fs::rename(&old, live).map_err(|e| Error::io(live, e))?;
+    }
+    for p in olds.into_iter().chain(loads) {
+        report.step(&format!(
+            "removing {}, left by an interrupted load",
+            p.display()
+        ));
+        remove_any(&p).map_err(|e| Error::io(&p, e))?;
+    }
+    Ok(())
 }
 
 fn remove_any(p: &Path) -> std::io::Result<()> {
@@ -467,6 +509,12 @@ fn apply(
         if let Some(stop) = &svc.stop {
             report.step(&format!("stopping {}: {}", svc.name, stop.display()));
             run(stop, "stop")?;
+        }
+        // What a load killed midway left beside the live trees is cleaned up first.
+        for item in &svc.state {
+            if let StateKind::Path { path, .. } = &item.kind {
+                recover_siblings(path, report)?;
+            }
         }
         // Trees first, beside their live copies, so a full disk fails before anything moves.
         for item in &svc.state {

@@ -211,3 +211,75 @@ fn no_plaintext_name_content_or_label_in_the_repository() {
         }
     }
 }
+
+#[test]
+fn a_full_disk_fails_the_backup_clearly_and_the_repository_stays_whole() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let f = Fixture::empty();
+    let mnt = f.path("small");
+    fs::create_dir_all(&mnt).unwrap();
+    let mount = |opts: &str| {
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs", mnt.to_str().unwrap()])
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount {opts}");
+    };
+    mount("size=12m");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _u = Unmount(mnt.clone());
+    let repo = mnt.join("repo");
+    let run = |args: &[&str]| f.cmd(args).env("CAIRN_REPO", &repo).output().unwrap();
+    assert_ok(&run(&[
+        "init",
+        "--kdf-memory",
+        "8192",
+        "--kdf-iterations",
+        "1",
+        "--pack-size",
+        "1",
+    ]));
+    let src = f.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("small.bin"), pseudo_data(1_000_000, 1)).unwrap();
+    let out = run(&["backup", src.to_str().unwrap(), "--json"]);
+    assert_ok(&out);
+    let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = first["id"].as_str().unwrap().to_string();
+    // Random data does not compress: 30 MB cannot fit in what is left of 12 MiB.
+    let mut big = vec![0u8; 30_000_000];
+    blake3::Hasher::new()
+        .update(b"big")
+        .finalize_xof()
+        .fill(&mut big);
+    fs::write(src.join("big.bin"), &big).unwrap();
+    let out = run(&["backup", src.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no space left"), "{}", stderr(&out));
+    // Still whole: one snapshot, it checks and restores.
+    let out = run(&["snapshots", "--json"]);
+    assert_ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["snapshots"].as_array().unwrap().len(), 1);
+    assert_ok(&run(&["check", "--read-data"]));
+    let t = f.path("t");
+    assert_ok(&run(&["restore", &first, "--target", t.to_str().unwrap()]));
+    assert_eq!(
+        fs::read(t.join("src/small.bin")).unwrap(),
+        pseudo_data(1_000_000, 1)
+    );
+    // Space freed: the next backup succeeds.
+    mount("remount,size=128m");
+    let out = run(&["backup", src.to_str().unwrap()]);
+    assert_ok(&out);
+    assert_ok(&run(&["check", "--read-data"]));
+}

@@ -2,8 +2,10 @@
 //! temporary directory, as an operator would.
 
 mod backup_restore;
+mod corruption;
 mod failures;
 mod hostile;
+mod kills;
 mod lifecycle;
 mod mariadb;
 mod state;
