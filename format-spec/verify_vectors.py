@@ -2,7 +2,7 @@
 """Independent check of Cairn's format test vectors, written from format-spec/ alone.
 
 It re-derives every success vector in vectors/ (keys, ids, the gear table, chunk cut points,
-sealed files, the journal event, the pack, the tree, the key file) and checks that every failure vector is
+sealed files, the journal event, the prune record, the pack, the tree, the key file) and checks that every failure vector is
 refused for the stated reason, without using any Cairn code.
 
 Needs: blake3, cryptography, argon2-cffi, zstandard (PyPI). For example:
@@ -148,7 +148,7 @@ def chunk_lengths(data, G, mn, avg, mx):
 
 # --- 04-sealed-objects.md ----------------------------------------------------------------------
 
-MAGICS = {b"CAIRNCFG", b"CAIRNSNP", b"CAIRNPAK", b"CAIRNLCK", b"CAIRNEVT"}
+MAGICS = {b"CAIRNCFG", b"CAIRNSNP", b"CAIRNPAK", b"CAIRNLCK", b"CAIRNEVT", b"CAIRNPRN"}
 
 
 def header(magic, version, key_gen, salt):
@@ -223,6 +223,40 @@ def active_revision(events):
     if not activating:
         return None
     return max(activating, key=lambda t: t[:2])[2].get("to")
+
+
+# --- 11-prune.md -------------------------------------------------------------------------------
+
+MAX_PRUNE_FILE = 64 << 20
+
+
+def open_prune(master, file):
+    """Reads one prune/<r> file: the checks of 11-prune.md § Reading. Returns the document."""
+    if len(file) > MAX_PRUNE_FILE:
+        raise Refused("damaged", "larger than a prune record may be")
+    try:
+        doc = json.loads(open_sealed_file(master, b"CAIRNPRN", file))
+    except ValueError as e:
+        raise Refused("damaged", f"not JSON: {e}")
+    if not isinstance(doc, dict):
+        raise Refused("damaged", "not a JSON object")
+    integer = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    for field, ok in (("version", integer), ("hidden_ns", integer),
+                      ("packs", lambda v: isinstance(v, list) and all(map(is_id, v)))):
+        if field not in doc:
+            raise Refused("damaged", f"no {field}")
+        if not ok(doc[field]):
+            raise Refused("damaged", f"{field} has the wrong type")
+    if not (0 <= doc["version"] < 1 << 32) or not (-(1 << 63) <= doc["hidden_ns"] < 1 << 63):
+        raise Refused("damaged", "integer out of range")
+    if doc["version"] > 1:
+        raise Refused("newer-format", f"prune record version {doc['version']}")
+    return doc
+
+
+def pending(records):
+    """The pending set: every pack named by any record."""
+    return {bytes.fromhex(p) for doc in records for p in doc["packs"]}
 
 
 # --- 05-packs.md -------------------------------------------------------------------------------
@@ -529,6 +563,12 @@ def success(kind, f):
             eq("after a load", active_revision([("events/" + "0" * 32, ev), later(kind="load", to="x")]), "x")
             tie = ("events/" + "1" * 32, dict(ev, to="y"))
             eq("tie", active_revision([("events/" + "0" * 32, ev), tie]), "y")
+        if magic == b"CAIRNPRN":
+            doc = open_prune(master, file)
+            eq("prune record", (doc["version"], doc["hidden_ns"], doc["packs"]),
+               (1, 1_700_000_200_000_000_000, ["3c" * 32, "d7" * 32]))
+            eq("field order", list(doc), ["version", "hidden_ns", "packs"])
+            eq("pending", pending([doc]), {b"\x3c" * 32, b"\xd7" * 32})
     elif kind == "pack":
         salt = x("salt")
         eq("pack key", object_key(master, salt), x("pack-key"))

@@ -39,6 +39,7 @@ const REQUIRED: &[&str] = &[
     "sealed-snapshot.txt",
     "sealed-lock.txt",
     "sealed-event.txt",
+    "sealed-prune.txt",
     "sealed-newer-version.txt",
     "pack.txt",
     "pack-flipped-blob.txt",
@@ -180,6 +181,7 @@ fn magic_of(bytes: &[u8]) -> Result<Magic, String> {
         Magic::Pack,
         Magic::Lock,
         Magic::Event,
+        Magic::Prune,
     ]
     .into_iter()
     .find(|m| m.bytes().as_slice() == bytes)
@@ -345,6 +347,28 @@ fn sample_event(snapshot: SnapshotId) -> Event {
 
 /// The largest event file a reader accepts (`events::list`).
 const MAX_EVENT_FILE: usize = 64 * 1024;
+
+/// The document of a prune record, as `prune.rs` writes it (its `Pending`; that module needs
+/// the `rocksdb` feature, so the document is mirrored here field for field, in order).
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct PruneRecord {
+    version: u32,
+    hidden_ns: i64,
+    packs: Vec<PackId>,
+}
+
+/// The prune record vector: two packs to delete; the ids are placeholders (no such packs exist
+/// among the vectors).
+fn sample_prune() -> PruneRecord {
+    PruneRecord {
+        version: 1,
+        hidden_ns: 1_700_000_200_000_000_000,
+        packs: vec![PackId([0x3c; 32]), PackId([0xd7; 32])],
+    }
+}
+
+/// The largest prune record a reader accepts (`prune::read_pending`).
+const MAX_PRUNE_FILE: usize = 64 << 20;
 
 // ---------------------------------------------------------------------------------------------
 // Success checks
@@ -561,9 +585,18 @@ fn check_sealed_file(v: &Vector) -> Result<(), String> {
             })
         }
         Magic::Prune => {
-            let json: serde_json::Value =
-                serde_json::from_slice(&opened).map_err(|e| e.to_string())?;
-            ensure(json["packs"].is_array(), || "prune record JSON".into())
+            ensure(file.len() <= MAX_PRUNE_FILE, || {
+                format!("{} bytes, more than a prune record may have", file.len())
+            })?;
+            let p: PruneRecord = serde_json::from_slice(&opened).map_err(|e| e.to_string())?;
+            ensure(p == sample_prune(), || {
+                format!("prune record decodes to {p:?}")
+            })?;
+            eq_hex(
+                "prune record JSON",
+                &serde_json::to_vec(&p).unwrap(),
+                &plaintext,
+            )
         }
         Magic::Pack => Err("packs are not single-payload files".into()),
     }
@@ -1099,6 +1132,13 @@ fn generate(out: &Out) {
          event alone",
     ];
     out.write("sealed-event.txt", "success", "sealed-file", &c, &f);
+    let prune_json = serde_json::to_vec(&sample_prune()).unwrap();
+    let (f, _) = sealed(Magic::Prune, 1, seq32(0x20), &prune_json);
+    let c = [
+        "a prune record: packs 3c3c...3c and d7d7...d7 (placeholder ids) are to be deleted, \
+         hidden from the index at hidden_ns",
+    ];
+    out.write("sealed-prune.txt", "success", "sealed-file", &c, &f);
     let (f, _) = sealed(Magic::Config, 2, seq32(0xa0), &config_json);
     let c = ["a config validly sealed with format version 2: refused before decryption"];
     out.write(
