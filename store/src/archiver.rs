@@ -537,7 +537,9 @@ impl<'r> Archiver<'r> {
             let (base, key) = (pack.next_slot(), pack.key().clone());
             let mut size = pack.len();
             let start = next;
-            while next < encoded.len() && (next == start || size < pack_size) {
+            let room = crate::pack::MAX_ENTRIES - pack.entries().len();
+            while next < encoded.len() && (next == start || size < pack_size) && next - start < room
+            {
                 size += encoded[next].1.len() + crate::crypto::TAG_LEN;
                 next += 1;
             }
@@ -555,7 +557,7 @@ impl<'r> Archiver<'r> {
                 self.summary.new_blobs += 1;
                 self.summary.new_raw_bytes += raw as u64;
             }
-            if pack.len() >= pack_size {
+            if pack.len() >= pack_size || pack.entries().len() >= crate::pack::MAX_ENTRIES {
                 self.finish_pack()?;
             }
         }
@@ -576,7 +578,9 @@ impl<'r> Archiver<'r> {
         pack.add(id, kind, raw_len, encoded);
         self.summary.new_blobs += 1;
         self.summary.new_raw_bytes += raw_len as u64;
-        if pack.len() >= self.repo.config().pack_size as usize {
+        if pack.len() >= self.repo.config().pack_size as usize
+            || pack.entries().len() >= crate::pack::MAX_ENTRIES
+        {
             self.finish_pack()?;
         }
         Ok(())

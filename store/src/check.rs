@@ -79,6 +79,8 @@ pub struct Report {
     pub errors: Vec<String>,
     /// Damaged or missing packs and what they affect.
     pub damaged: Vec<Damage>,
+    /// Things worth knowing that are not damage.
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -130,8 +132,10 @@ pub fn check(repo: &Repo, read: ReadData, progress: &dyn Progress) -> Result<Rep
     }
     for id in &on_disk {
         if !indexed.contains(id) && !pending.contains(id) {
-            r.errors.push(format!(
-                "pack {} is not in the index (run `cairn index rebuild`)",
+            // Written by a writer that stopped before indexing it (a crash): not damage. Its
+            // table is checked below; the next backup or `index rebuild` indexes it.
+            r.notes.push(format!(
+                "pack {} is not in the index yet (left by an interrupted writer; the next backup indexes it)",
                 id.short()
             ));
         }

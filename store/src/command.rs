@@ -40,6 +40,15 @@ impl CommandLine {
             }
         };
         c.stdin(Stdio::null());
+        // The repository's password is cairn's, not the dump or load program's.
+        for var in [
+            "CAIRN_PASSWORD",
+            "CAIRN_NEW_PASSWORD",
+            "CAIRN_PASSWORD_FILE",
+            "CAIRN_NEW_PASSWORD_FILE",
+        ] {
+            c.env_remove(var);
+        }
         Ok(c)
     }
 }

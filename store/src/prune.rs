@@ -258,7 +258,8 @@ pub fn prune(repo: &Repo, opts: &Options, progress: &dyn Progress) -> Result<Rep
             }
             let b = builder.get_or_insert_with(|| PackBuilder::new(repo.keys()));
             b.add(*blob_id, e.kind, e.raw_len, &enc);
-            if b.len() >= repo.config().pack_size as usize {
+            if b.len() >= repo.config().pack_size as usize || b.entries().len() >= pack::MAX_ENTRIES
+            {
                 write_pack(repo, builder.take().expect("open"), &mut report)?;
             }
         }
@@ -319,8 +320,39 @@ fn finish(
     // 4. hide (again, when finishing an earlier prune: a crash may have come before the
     // hide, or after a rescue put a pack back). The wait threshold is taken after the hide:
     // any process whose index view still lists a doomed pack took its lock before this.
-    repo.index().remove_packs(&p.packs)?;
+    // A pack that a snapshot needs (one put back by an earlier rescue, say) comes off the
+    // list before anything is hidden.
+    let mut delete = p.packs.clone();
+    rescue(repo, &mut delete, report)?;
+    repo.index().remove_packs(&delete)?;
     let hidden_ns = crate::now_ns();
+    match wait_verify_delete(repo, name, &mut delete, hidden_ns, opts, progress, report) {
+        Ok(done) => Ok(done),
+        Err(e) => {
+            // Whatever failed, nothing a snapshot needs may stay hidden: put them back.
+            for pack in &delete {
+                if let Ok(toc) = repo.pack_toc(pack) {
+                    let _ = repo
+                        .backend()
+                        .size(&pack_name(pack))
+                        .and_then(|size| repo.index().add_pack(pack, size, &toc));
+                }
+            }
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn wait_verify_delete(
+    repo: &Repo,
+    name: &str,
+    delete: &mut Vec<PackId>,
+    hidden_ns: i64,
+    opts: &Options,
+    progress: &dyn Progress,
+    report: &mut Report,
+) -> Result<bool> {
     // 5. wait for writers that may have deduplicated against the doomed packs
     let deadline = Instant::now() + opts.writer_wait;
     loop {
@@ -333,6 +365,14 @@ fn finish(
                 "{} backup(s) that started before this prune are still running; the deletion is left for the next prune",
                 old.len()
             ));
+            // Put the packs back in the index until then: a backup we did not wait out may
+            // need them, and must stay readable.
+            for pack in delete.iter() {
+                if let Ok(toc) = repo.pack_toc(pack) {
+                    let size = repo.backend().size(&pack_name(pack))?;
+                    repo.index().add_pack(pack, size, &toc)?;
+                }
+            }
             return Ok(false);
         }
         progress.step(&format!(
@@ -343,10 +383,9 @@ fn finish(
     }
     // 6. verify: walk every snapshot (those written meanwhile too); a blob the index lacks
     // is looked for in the doomed packs, and a pack holding one is indexed again and kept.
-    let mut delete = p.packs.clone();
-    rescue(repo, &mut delete, report)?;
+    rescue(repo, delete, report)?;
     // 7. delete
-    for pack in &delete {
+    for pack in delete.iter() {
         repo.backend().remove(&pack_name(pack))?;
     }
     repo.backend().remove(name)?;
@@ -359,7 +398,13 @@ fn rescue(repo: &Repo, doomed: &mut Vec<PackId>, report: &mut Report) -> Result<
     repo.index().refresh()?;
     let mut tocs: HashMap<PackId, Option<Vec<pack::Entry>>> = HashMap::new();
     let mut ensure = |id: &BlobId, doomed: &mut Vec<PackId>| -> Result<()> {
-        if repo.index().contains(id)? {
+        if let Some(loc) = repo.index().get(id)? {
+            // Indexed in a doomed pack (before the hide, or a pack put back earlier): that
+            // pack is needed after all.
+            if doomed.contains(&loc.pack) {
+                doomed.retain(|p| *p != loc.pack);
+                report.kept_back += 1;
+            }
             return Ok(());
         }
         for pack in doomed.clone() {

@@ -126,6 +126,19 @@ impl Repo {
     /// [`Repo::open`] with the index in `index_dir`.
     fn open_at(path: &Path, password: &[u8], mode: Mode, index_dir: &Path) -> Result<Self> {
         let backend: Arc<dyn Backend> = Arc::new(LocalBackend::new(path));
+        Self::open_backend(backend, path, password, mode, index_dir)
+    }
+
+    /// Opens a repository stored in `backend`, with its index (a local cache) in
+    /// `index_dir`; `path` names the repository in messages. For other backends and for
+    /// tests that inject faults.
+    pub fn open_backend(
+        backend: Arc<dyn Backend>,
+        path: &Path,
+        password: &[u8],
+        mode: Mode,
+        index_dir: &Path,
+    ) -> Result<Self> {
         if !backend.exists("config")? {
             return Err(Error::NoRepository(path.to_path_buf()));
         }
@@ -293,6 +306,12 @@ impl Repo {
     pub fn load_tree(&self, id: &BlobId) -> Result<Tree> {
         let data = self.read_blob(id)?;
         Tree::decode(&data, &format!("tree {}", id.short()))
+    }
+
+    /// Forgets a snapshot: its file goes, then its index entry. Its data stays until a prune.
+    pub fn forget_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        self.backend.remove(&format!("snapshots/{}", id.to_hex()))?;
+        self.index().remove_snapshot(id)
     }
 
     /// Stores blobs in one new pack (durable, then indexed) and returns their ids. For tools

@@ -78,6 +78,9 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
                 ui::size(r.bytes_read)
             );
         }
+        for n in &r.notes {
+            eprintln!("note: {n}");
+        }
         for e in &r.errors {
             eprintln!("error: {e}");
         }

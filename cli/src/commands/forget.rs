@@ -179,9 +179,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
         return Ok(crate::exit::OK);
     }
     for id in &gone {
-        repo.backend()
-            .remove(&format!("snapshots/{}", id.to_hex()))?;
-        repo.index().remove_snapshot(id)?;
+        repo.forget_snapshot(id)?;
     }
     if a.prune {
         drop(_lock);
