@@ -105,14 +105,18 @@ fn key(prefix: u8, id: &[u8]) -> Vec<u8> {
 fn ro_options() -> Options {
     let mut opts = Options::default();
     opts.set_max_open_files(-1);
+    // No LOG files: every open would rotate them, and processes opening the index at the same
+    // time race on renaming and purging them (seen as "unlink LOG.old...: No such file").
+    opts.set_info_logger(rocksdb::InfoLogger::new_callback_logger(
+        rocksdb::LogLevel::Fatal,
+        |_, _| {},
+    ));
     opts
 }
 
 fn rw_options() -> Options {
     let mut opts = ro_options();
     opts.create_if_missing(true);
-    opts.set_keep_log_file_num(2);
-    opts.set_max_log_file_size(1 << 20);
     opts
 }
 

@@ -283,3 +283,85 @@ fn a_full_disk_fails_the_backup_clearly_and_the_repository_stays_whole() {
     assert_ok(&out);
     assert_ok(&run(&["check", "--read-data"]));
 }
+
+#[test]
+fn two_backups_at_once_into_one_repository_both_succeed() {
+    let f = Fixture::new();
+    let (a, b) = (f.path("a"), f.path("b"));
+    for (d, seed) in [(&a, 1u64), (&b, 2)] {
+        fs::create_dir_all(d).unwrap();
+        for i in 0..6 {
+            fs::write(
+                d.join(format!("{i}.bin")),
+                pseudo_data(2_000_000, seed * 100 + i),
+            )
+            .unwrap();
+        }
+        // Shared content, so both deduplicate against what the other may be writing.
+        fs::write(d.join("shared.bin"), pseudo_data(3_000_000, 7)).unwrap();
+    }
+    let spawn = |d: &std::path::Path| {
+        f.cmd(&["backup", d.to_str().unwrap(), "--json"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (ca, cb) = (spawn(&a), spawn(&b));
+    let (oa, ob) = (
+        ca.wait_with_output().unwrap(),
+        cb.wait_with_output().unwrap(),
+    );
+    assert_ok(&oa);
+    assert_ok(&ob);
+    assert_eq!(f.snapshot_ids().len(), 2);
+    assert_ok(&f.run(&["check", "--read-data"]));
+    for (out, d, seed) in [(&oa, "a", 1u64), (&ob, "b", 2)] {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let t = f.path(&format!("t-{d}"));
+        assert_ok(&f.run(&[
+            "restore",
+            v["id"].as_str().unwrap(),
+            "--target",
+            t.to_str().unwrap(),
+        ]));
+        for i in 0..6 {
+            assert_eq!(
+                fs::read(t.join(format!("{d}/{i}.bin"))).unwrap(),
+                pseudo_data(2_000_000, seed * 100 + i)
+            );
+        }
+        assert_eq!(
+            fs::read(t.join(format!("{d}/shared.bin"))).unwrap(),
+            pseudo_data(3_000_000, 7)
+        );
+    }
+}
+
+#[test]
+fn a_stale_lock_from_a_killed_process_is_cleared_without_an_operator() {
+    let f = Fixture::new();
+    let src = f.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("x"), pseudo_data(64 << 20, 3)).unwrap();
+    // A prune holds the prune lock and an exclusive-looking wait; kill a backup mid-run so its
+    // shared lock stays behind, then show a prune is not held up by it.
+    let mut child = f
+        .cmd(&["backup", src.to_str().unwrap(), "--quiet"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let locks: Vec<_> = fs::read_dir(f.repo().join("locks")).unwrap().collect();
+    assert_eq!(locks.len(), 1, "the killed backup's lock is left behind");
+    // index rebuild takes an exclusive lock: it must see the holder is dead and go ahead.
+    let out = f.run(&["index", "rebuild"]);
+    assert_ok(&out);
+    assert!(
+        fs::read_dir(f.repo().join("locks"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the stale lock was not cleared"
+    );
+}
