@@ -184,15 +184,12 @@ fn a_thousand_fault_sequences_lose_no_byte() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
+    // A fixed seed by default, so CI is repeatable; CAIRN_FAULT_SEED explores others
+    // (`CAIRN_FAULT_SEED=$RANDOM cargo test -p cairn-store --test faults`).
     let seed: u64 = std::env::var("CAIRN_FAULT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+        .unwrap_or(20261126);
     eprintln!("fault sequences: {sequences}, seed {seed} (CAIRN_FAULT_SEED reproduces)");
     let mut rng = Rng(seed | 1);
     let (mut faults, mut failed_ops) = (0u64, 0u64);
