@@ -22,18 +22,7 @@ pub fn chain(e: &anyhow::Error) -> String {
 
 /// Bytes as "12.3 MiB".
 pub fn size(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    cairn_store::human_size(n)
 }
 
 /// Nanoseconds since the epoch as "2026-11-26 08:38:23" (UTC).

@@ -144,8 +144,8 @@ fn take_dump(
          changes made after this moment are not in it",
         svc.name,
         r.id.short(),
-        human(r.snapshot.summary.bytes),
-        human(r.snapshot.summary.added_bytes)
+        crate::human_size(r.snapshot.summary.bytes),
+        crate::human_size(r.snapshot.summary.added_bytes)
     ));
     Ok(r)
 }
@@ -642,20 +642,5 @@ fn apply(
                 )))
             }
         }
-    }
-}
-
-fn human(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }

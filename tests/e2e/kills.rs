@@ -8,18 +8,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-fn delays(seed: u64, n: usize, max_ms: u64) -> Vec<u64> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % max_ms
-        })
-        .collect()
-}
-
 fn seed() -> u64 {
     let s = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -206,19 +206,6 @@ fn four_quarter_subset_checks_together_verify_every_pack() {
     assert_eq!(seen, all, "four quarter runs must cover every pack");
 }
 
-/// A tiny deterministic generator for kill delays (the seed is printed on failure).
-fn delays(seed: u64, n: usize, max_ms: u64) -> Vec<u64> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x % max_ms
-        })
-        .collect()
-}
-
 #[test]
 fn prune_killed_at_20_random_moments_leaves_a_whole_repository() {
     let f = init_small_packs();

@@ -202,3 +202,17 @@ pub fn pseudo_data(n: usize, seed: u64) -> Vec<u8> {
 pub fn os(b: &[u8]) -> &OsStr {
     OsStr::from_bytes(b)
 }
+
+/// A small deterministic generator of kill delays in ms (print the seed so a failure can be
+/// replayed).
+pub fn delays(seed: u64, n: usize, max_ms: u64) -> Vec<u64> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % max_ms
+        })
+        .collect()
+}
