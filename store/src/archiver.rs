@@ -180,7 +180,6 @@ pub fn backup(repo: &Repo, opts: BackupOptions, progress: &dyn Progress) -> Resu
     }
     let tree_id = a.finish_dir(root)?;
     a.finish_pack()?;
-    repo.index().flush()?;
     let mut summary = a.summary;
     summary.duration_ms = started.elapsed().as_millis() as u64;
     let snapshot = Snapshot {

@@ -123,10 +123,7 @@ pub fn check(repo: &Repo, read: ReadData, progress: &dyn Progress) -> Result<Rep
     let mut bad: HashMap<PackId, (String, HashSet<BlobId>)> = HashMap::new();
     for id in indexed.iter().chain(by_pack.keys()) {
         if !disk.contains(id) && !bad.contains_key(id) {
-            let lost = by_pack
-                .get(id)
-                .map(|v| v.iter().map(|(b, _)| *b).collect())
-                .unwrap_or_default();
+            let lost = indexed_in(&by_pack, id);
             bad.insert(*id, ("the pack file is missing".into(), lost));
         }
     }
@@ -144,10 +141,7 @@ pub fn check(repo: &Repo, read: ReadData, progress: &dyn Progress) -> Result<Rep
             Err(crate::Error::NotFound(_)) | Err(crate::Error::Io { .. })
                 if pending.contains(id) => {}
             Err(e) => {
-                let lost = by_pack
-                    .get(id)
-                    .map(|v| v.iter().map(|(b, _)| *b).collect())
-                    .unwrap_or_default();
+                let lost = indexed_in(&by_pack, id);
                 bad.insert(*id, (e.to_string(), lost));
             }
             Ok(toc) => {
@@ -200,10 +194,7 @@ pub fn check(repo: &Repo, read: ReadData, progress: &dyn Progress) -> Result<Rep
                 }
             }
             Err(e) => {
-                let lost = by_pack
-                    .get(id)
-                    .map(|v| v.iter().map(|(b, _)| *b).collect())
-                    .unwrap_or_default();
+                let lost = indexed_in(&by_pack, id);
                 bad.insert(*id, (e.to_string(), lost));
             }
         }
@@ -261,6 +252,17 @@ pub fn check(repo: &Repo, read: ReadData, progress: &dyn Progress) -> Result<Rep
     damaged.sort_by(|a, b| a.pack.cmp(&b.pack));
     r.damaged = damaged;
     Ok(r)
+}
+
+/// The blobs the index places in `pack`: what is lost with it.
+fn indexed_in(
+    by_pack: &HashMap<PackId, Vec<(BlobId, Location)>>,
+    pack: &PackId,
+) -> HashSet<BlobId> {
+    by_pack
+        .get(pack)
+        .map(|v| v.iter().map(|(b, _)| *b).collect())
+        .unwrap_or_default()
 }
 
 /// Packs to read whole.

@@ -404,12 +404,6 @@ impl Index {
         self.write(batch)?;
         Ok(gone.len() as u64)
     }
-
-    /// Every write is durable when it returns; kept so callers can mark where durability
-    /// matters.
-    pub fn flush(&self) -> Result<()> {
-        Ok(())
-    }
 }
 
 fn label_key(label: &[u8; 16], time_ns: i64, id: &SnapshotId) -> Vec<u8> {

@@ -134,33 +134,39 @@ pub fn acquire_with(backend: &Arc<dyn Backend>, keys: &Keys, req: &Request) -> R
     }
 }
 
-/// A lock that conflicts with ours; removes stale ones on the way.
+/// Every lock held, by file name, with stale ones (same host, process gone) removed on the
+/// way. Lock files that cannot be read or opened are passed over.
+pub fn held(backend: &Arc<dyn Backend>, keys: &Keys) -> Result<Vec<(String, LockInfo)>> {
+    let me = hostname();
+    let mut out = Vec::new();
+    for name in backend.list("locks")? {
+        let Ok(bytes) = crate::repo::read_bounded(backend.as_ref(), &name, 64 * 1024) else {
+            continue;
+        };
+        let Ok(json) = envelope::open_file(keys, Magic::Lock, &bytes, &name) else {
+            continue;
+        };
+        let Ok(info) = serde_json::from_slice::<LockInfo>(&json) else {
+            continue;
+        };
+        if info.host == me && !crate::fsmeta::pid_alive(info.pid) {
+            backend.remove(&name)?;
+            continue;
+        }
+        out.push((name, info));
+    }
+    Ok(out)
+}
+
+/// A lock that conflicts with ours.
 fn first_conflict(
     backend: &Arc<dyn Backend>,
     keys: &Keys,
     mine: &str,
     info: &LockInfo,
 ) -> Result<Option<LockInfo>> {
-    for other in backend.list("locks")? {
-        if other == mine {
-            continue;
-        }
-        let Ok(bytes) = crate::repo::read_bounded(backend.as_ref(), &other, 64 * 1024) else {
-            continue;
-        };
-        let Ok(json) = envelope::open_file(keys, Magic::Lock, &bytes, &other) else {
-            continue;
-        };
-        let Ok(held) = serde_json::from_slice::<LockInfo>(&json) else {
-            continue;
-        };
-        if held.host == info.host && !crate::fsmeta::pid_alive(held.pid) {
-            backend.remove(&other)?;
-            continue;
-        }
-        if conflicts(&held, info) {
-            return Ok(Some(held));
-        }
-    }
-    Ok(None)
+    Ok(held(backend, keys)?
+        .into_iter()
+        .find(|(name, l)| name != mine && conflicts(l, info))
+        .map(|(_, l)| l))
 }

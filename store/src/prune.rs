@@ -330,14 +330,7 @@ fn finish(
         Ok(done) => Ok(done),
         Err(e) => {
             // Whatever failed, nothing a snapshot needs may stay hidden: put them back.
-            for pack in &delete {
-                if let Ok(toc) = repo.pack_toc(pack) {
-                    let _ = repo
-                        .backend()
-                        .size(&pack_name(pack))
-                        .and_then(|size| repo.index().add_pack(pack, size, &toc));
-                }
-            }
+            let _ = unhide(repo, &delete);
             Err(e)
         }
     }
@@ -367,12 +360,7 @@ fn wait_verify_delete(
             ));
             // Put the packs back in the index until then: a backup we did not wait out may
             // need them, and must stay readable.
-            for pack in delete.iter() {
-                if let Ok(toc) = repo.pack_toc(pack) {
-                    let size = repo.backend().size(&pack_name(pack))?;
-                    repo.index().add_pack(pack, size, &toc)?;
-                }
-            }
+            unhide(repo, delete)?;
             return Ok(false);
         }
         progress.step(&format!(
@@ -452,24 +440,21 @@ fn rescue(repo: &Repo, doomed: &mut Vec<PackId>, report: &mut Report) -> Result<
 }
 
 /// Shared, unscoped locks (backups) taken before `t` whose holders still run.
-fn older_writers(repo: &Repo, t: i64) -> Result<Vec<LockInfo>> {
-    let mut out = Vec::new();
-    for name in repo.backend().list("locks")? {
-        let Ok(bytes) = read_bounded(repo.backend().as_ref(), &name, 64 * 1024) else {
-            continue;
-        };
-        let Ok(json) = envelope::open_file(repo.keys(), Magic::Lock, &bytes, &name) else {
-            continue;
-        };
-        let Ok(l) = serde_json::from_slice::<LockInfo>(&json) else {
-            continue;
-        };
-        if l.scope.is_none() && !l.exclusive && l.time_ns < t {
-            if l.host == crate::fsmeta::hostname() && !crate::fsmeta::pid_alive(l.pid) {
-                continue;
-            }
-            out.push(l);
+/// Indexes hidden packs again (those whose table still reads).
+fn unhide(repo: &Repo, packs: &[PackId]) -> Result<()> {
+    for pack in packs {
+        if let Ok(toc) = repo.pack_toc(pack) {
+            let size = repo.backend().size(&pack_name(pack))?;
+            repo.index().add_pack(pack, size, &toc)?;
         }
     }
-    Ok(out)
+    Ok(())
+}
+
+fn older_writers(repo: &Repo, t: i64) -> Result<Vec<LockInfo>> {
+    Ok(crate::lock::held(repo.backend(), repo.keys())?
+        .into_iter()
+        .map(|(_, l)| l)
+        .filter(|l| l.scope.is_none() && !l.exclusive && l.time_ns < t)
+        .collect())
 }

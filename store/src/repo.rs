@@ -345,7 +345,6 @@ impl Repo {
             .write(&format!("snapshots/{}", id.to_hex()), &bytes)?;
         self.index()
             .add_snapshot(&id, self.label_of(snap), snap.time_ns)?;
-        self.index().flush()?;
         Ok(id)
     }
 
@@ -510,7 +509,6 @@ impl Repo {
                 self.index().remove_snapshot(&id)?;
             }
         }
-        self.index().flush()?;
         Ok(report)
     }
 

@@ -158,11 +158,6 @@ impl Usage {
             missing,
         })
     }
-
-    /// Sizes of every reached blob.
-    pub fn total(&self) -> Sizes {
-        self.total
-    }
 }
 
 /// Every blob the given root trees reach.

@@ -343,13 +343,27 @@ fn a_stale_lock_from_a_killed_process_is_cleared_without_an_operator() {
     let src = f.path("src");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("x"), pseudo_data(64 << 20, 3)).unwrap();
-    // A prune holds the prune lock and an exclusive-looking wait; kill a backup mid-run so its
-    // shared lock stays behind, then show a prune is not held up by it.
+    // Kill a backup once it holds its lock, so the lock file stays behind.
     let mut child = f
         .cmd(&["backup", src.to_str().unwrap(), "--quiet"])
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(150));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while fs::read_dir(f.repo().join("locks"))
+        .unwrap()
+        .next()
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never took its lock"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the backup ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     let locks: Vec<_> = fs::read_dir(f.repo().join("locks")).unwrap().collect();

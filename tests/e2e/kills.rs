@@ -17,12 +17,6 @@ fn seed() -> u64 {
     s
 }
 
-fn check_whole(f: &Fixture, what: &str) {
-    let c = f.run(&["check", "--read-data", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap_or_default();
-    assert_eq!(v["ok"], true, "{what}: {v} {}", stderr(&c));
-}
-
 #[test]
 fn state_transition_killed_15_times_leaves_a_whole_repository_and_a_recoverable_service() {
     let f = Fixture::new();
@@ -77,8 +71,9 @@ fn state_transition_killed_15_times_leaves_a_whole_repository_and_a_recoverable_
         std::thread::sleep(Duration::from_millis(ms));
         let _ = child.kill();
         child.wait().unwrap();
-        check_whole(
+        assert_check_ok(
             &f,
+            true,
             &format!("transition round {round} killed after {ms} ms"),
         );
     }
@@ -139,7 +134,11 @@ fn index_rebuild_killed_10_times_leaves_an_index_that_works() {
         std::thread::sleep(Duration::from_millis(ms));
         let _ = child.kill();
         child.wait().unwrap();
-        check_whole(&f, &format!("rebuild round {round} killed after {ms} ms"));
+        assert_check_ok(
+            &f,
+            true,
+            &format!("rebuild round {round} killed after {ms} ms"),
+        );
         let t = f.path(&format!("t{round}"));
         assert_ok(&f.run(&["restore", &ids[3], "--target", t.to_str().unwrap()]));
         for r in 0..4 {
@@ -150,5 +149,5 @@ fn index_rebuild_killed_10_times_leaves_an_index_that_works() {
         }
     }
     assert_ok(&f.run(&["index", "rebuild"]));
-    check_whole(&f, "after a completed rebuild");
+    assert_check_ok(&f, true, "after a completed rebuild");
 }

@@ -250,13 +250,10 @@ fn prune_killed_at_20_random_moments_leaves_a_whole_repository() {
         std::thread::sleep(Duration::from_millis(ms));
         let _ = child.kill();
         child.wait().unwrap();
-        let c = f.run(&["check", "--json"]);
-        let v: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap_or_default();
-        assert_eq!(
-            v["ok"],
-            true,
-            "round {round} (killed after {ms} ms, seed {seed}): {v} {}",
-            stderr(&c)
+        assert_check_ok(
+            &f,
+            false,
+            &format!("round {round} (killed after {ms} ms, seed {seed})"),
         );
         let t = f.path(&format!("r{round}"));
         assert_ok(&f.run(&["restore", &keep, "--target", t.to_str().unwrap()]));

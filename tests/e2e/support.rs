@@ -216,3 +216,15 @@ pub fn delays(seed: u64, n: usize, max_ms: u64) -> Vec<u64> {
         })
         .collect()
 }
+
+/// Asserts `cairn check` (with `--read-data` when asked) finds nothing wrong.
+#[track_caller]
+pub fn assert_check_ok(f: &Fixture, read_data: bool, what: &str) {
+    let mut args = vec!["check", "--json"];
+    if read_data {
+        args.push("--read-data");
+    }
+    let c = f.run(&args);
+    let v: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap_or_default();
+    assert_eq!(v["ok"], true, "{what}: {v} {}", stderr(&c));
+}

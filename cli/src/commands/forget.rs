@@ -6,7 +6,7 @@ use anyhow::bail;
 use cairn_store::events;
 use cairn_store::forget::{self, Policy, SnapshotInfo};
 use cairn_store::repo::Mode;
-use cairn_store::usage::reachable;
+use cairn_store::usage::Usage;
 
 use super::Global;
 use crate::ui;
@@ -117,27 +117,13 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
             .collect()
     };
     let gone: Vec<_> = decisions.iter().filter(|d| !d.keep).map(|d| d.id).collect();
-    // What forgetting them frees: blobs they reach that no kept snapshot reaches.
-    let root = |id| {
-        snaps
-            .iter()
-            .find(|(i, _)| *i == id)
-            .map(|(_, s)| s.tree)
-            .expect("listed")
-    };
-    let kept_roots: Vec<_> = snaps
-        .iter()
-        .filter(|(i, _)| !gone.contains(i))
-        .map(|(_, s)| s.tree)
-        .collect();
-    let gone_roots: Vec<_> = gone.iter().map(|id| root(*id)).collect();
-    let kept = reachable(&repo, &kept_roots)?;
-    let mut frees = 0u64;
-    for id in reachable(&repo, &gone_roots)?.difference(&kept) {
-        if let Some(loc) = repo.index().get(id)? {
-            frees += cairn_store::usage::footprint(&loc) as u64;
-        }
-    }
+    // What forgetting them frees: blobs they reach that no kept snapshot reaches (the same
+    // figure `stats` gives for them as a selection).
+    let roots: Vec<_> = snaps.iter().map(|(id, s)| (*id, s.tree)).collect();
+    let selected: Vec<bool> = snaps.iter().map(|(id, _)| gone.contains(id)).collect();
+    let frees = Usage::compute(&repo, &roots, &selected)?
+        .selection_unique
+        .stored;
     if a.json {
         let list: Vec<_> = decisions
             .iter()

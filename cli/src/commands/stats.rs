@@ -61,7 +61,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
             data_blobs += 1;
         }
     })?;
-    let used = usage.total();
+    let used = usage.total;
     let logical: u64 = chosen.iter().map(|&i| all[i].1.summary.bytes).sum();
     let logical_all: u64 = all.iter().map(|(_, s)| s.summary.bytes).sum();
     let unused = indexed_stored.saturating_sub(used.stored);
