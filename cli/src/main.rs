@@ -90,6 +90,8 @@ enum Command {
     Dump(commands::dump::Args),
     /// Maintain the index (a cache of what packs and snapshots say).
     Index(commands::index::Args),
+    /// After damage: set damaged packs and snapshots aside, keep what is whole, name what is lost.
+    Repair(commands::repair::Args),
     /// Manage the key files that open the repository.
     Key(commands::key::Args),
     /// Dump, load and move a service's state between revisions (see the service file).
@@ -140,6 +142,7 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Prune(a) => commands::prune::run(&g, a),
         Command::Diff(a) => commands::diff::run(&g, a),
         Command::Index(a) => commands::index::run(&g, a),
+        Command::Repair(a) => commands::repair::run(&g, a),
         Command::Key(a) => commands::key::run(&g, a),
         Command::State(a) => commands::state::run(&g, a),
         Command::Demo(a) => commands::demo::run(&g, a),

@@ -51,6 +51,8 @@ pub mod lock;
 #[cfg(feature = "rocksdb")]
 pub mod prune;
 #[cfg(feature = "rocksdb")]
+pub mod repair;
+#[cfg(feature = "rocksdb")]
 pub mod repo;
 #[cfg(feature = "rocksdb")]
 pub mod restorer;

@@ -451,6 +451,12 @@ impl Repo {
     /// drops entries of packs and snapshots that are gone (so a backup never deduplicates
     /// against data that no longer exists).
     pub fn sync_index(&self) -> Result<SyncReport> {
+        self.sync(false)
+    }
+
+    /// [`Repo::sync_index`]; when `strict`, a file that cannot be read for a reason other
+    /// than damage fails the sync instead of being reported and skipped.
+    fn sync(&self, strict: bool) -> Result<SyncReport> {
         let mut report = SyncReport::default();
         self.backend.clean_temporaries()?;
         let mut on_disk = std::collections::HashSet::new();
@@ -475,6 +481,7 @@ impl Repo {
                         .add_pack(&id, self.backend.size(&name)?, &entries)?;
                     report.packs_added += 1;
                 }
+                Err(e) if strict && !damage(&e) => return Err(e),
                 Err(e) => report.damaged.push((name, e.to_string())),
             }
         }
@@ -498,6 +505,7 @@ impl Repo {
                             .add_snapshot(id, self.label_of(&s), s.time_ns)?;
                         report.snapshots_added += 1;
                     }
+                    Err(e) if strict && !damage(&e) => return Err(e),
                     Err(e) => report
                         .damaged
                         .push((format!("snapshots/{id}"), e.to_string())),
@@ -538,15 +546,31 @@ pub struct SyncReport {
 
 /// Deletes the index and makes it again from pack tables and snapshot files.
 pub fn rebuild_index(path: &Path, password: &[u8]) -> Result<SyncReport> {
-    let backend = LocalBackend::new(path);
+    rebuild_index_with(Arc::new(LocalBackend::new(path)), path, password)
+}
+
+/// [`rebuild_index`] over any backend (the index itself is always local, at `path/index`).
+pub fn rebuild_index_with(
+    backend: Arc<dyn Backend>,
+    path: &Path,
+    password: &[u8],
+) -> Result<SyncReport> {
     if !backend.exists("config")? {
         return Err(Error::NoRepository(path.to_path_buf()));
     }
     // Check the password before deleting anything, and hold an exclusive lock for the whole
     // rebuild (no backup may write packs while the index is gone).
-    let (master, _) = unlock(&backend, password)?;
-    let backend: Arc<dyn Backend> = Arc::new(backend);
+    let (master, _) = unlock(backend.as_ref(), password)?;
     let _lock = lock::acquire(&backend, &Keys::derive(&master), true, "index rebuild")?;
+    rebuild_index_locked(backend, path, password)
+}
+
+/// [`rebuild_index_with`] for a caller that already holds the exclusive lock.
+pub(crate) fn rebuild_index_locked(
+    backend: Arc<dyn Backend>,
+    path: &Path,
+    password: &[u8],
+) -> Result<SyncReport> {
     // The new index is built beside the old one and swapped in only when complete, so a
     // rebuild killed midway leaves the old index (or, between the two renames, a complete
     // new one that the next open puts in place).
@@ -561,11 +585,13 @@ pub fn rebuild_index(path: &Path, password: &[u8]) -> Result<SyncReport> {
     Index::create(&new)?;
     let mut report = SyncReport::default();
     {
-        let repo = Repo::open_at(path, password, Mode::Write, &new)?;
-        // `open` already synced: count what is there now.
+        let repo = Repo::open_backend(backend, path, password, Mode::Write, &new)?;
+        // A pack or snapshot that could not be read for a passing reason (an I/O error,
+        // not damage) must not be left out of the new index: try again, and give up on
+        // the whole rebuild (keeping the old index) if it still cannot be read.
+        report.damaged = repo.sync(true)?.damaged;
         report.packs_added = repo.index().packs()?.len() as u64;
         report.snapshots_added = repo.index().snapshots()?.len() as u64;
-        report.damaged = repo.sync_index()?.damaged;
     }
     if dir.exists() {
         std::fs::rename(&dir, &old).map_err(|e| Error::io(&dir, e))?;
@@ -575,6 +601,11 @@ pub fn rebuild_index(path: &Path, password: &[u8]) -> Result<SyncReport> {
         std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
     }
     Ok(report)
+}
+
+/// Whether an error says a file is damaged (as opposed to unreadable just now).
+fn damage(e: &Error) -> bool {
+    matches!(e, Error::Corrupt { .. } | Error::NewerFormat { .. })
 }
 
 /// Completes an index swap that a rebuild was killed in the middle of (see

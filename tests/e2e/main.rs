@@ -8,5 +8,6 @@ mod hostile;
 mod kills;
 mod lifecycle;
 mod mariadb;
+mod repair;
 mod state;
 mod support;

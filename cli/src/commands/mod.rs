@@ -11,6 +11,7 @@ pub mod init;
 pub mod key;
 pub mod ls;
 pub mod prune;
+pub mod repair;
 pub mod restore;
 pub mod snapshots;
 pub mod state;
