@@ -454,14 +454,23 @@ impl Repo {
         self.sync(false)
     }
 
-    /// [`Repo::sync_index`]; when `strict`, a file that cannot be read for a reason other
-    /// than damage fails the sync instead of being reported and skipped.
-    fn sync(&self, strict: bool) -> Result<SyncReport> {
+    /// [`Repo::sync_index`] for `index rebuild`: a file that cannot be read for a reason
+    /// other than damage fails the sync instead of being reported and skipped, and packs a
+    /// prune has recorded for deletion are indexed too. Such a prune gave up or was
+    /// interrupted (a rebuild holds the exclusive lock, so none runs now); a snapshot may
+    /// need those packs, and the next prune finishing the record hides them again, then
+    /// keeps whichever a snapshot needs.
+    fn sync(&self, rebuild: bool) -> Result<SyncReport> {
+        let strict = rebuild;
         let mut report = SyncReport::default();
         self.backend.clean_temporaries()?;
         let mut on_disk = std::collections::HashSet::new();
         // Packs a prune has hidden stay hidden: no backup may deduplicate against them.
-        let pending = self.pending_deletion()?;
+        let pending = if rebuild {
+            Default::default()
+        } else {
+            self.pending_deletion()?
+        };
         for name in self.backend.list("packs")? {
             let file = name.rsplit('/').next().unwrap_or_default();
             let Ok(id) = PackId::from_hex(file) else {
@@ -472,7 +481,7 @@ impl Repo {
                 continue;
             }
             // A prune may have hidden it since the records were read: read them again.
-            if self.pending_deletion()?.contains(&id) {
+            if !rebuild && self.pending_deletion()?.contains(&id) {
                 continue;
             }
             match self.pack_toc(&id) {

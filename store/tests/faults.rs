@@ -1,21 +1,33 @@
-//! Fault injection: random sequences of backup, forget, prune and reopen against a backend
-//! that fails or cuts off its N-th write, read or remove. After every fault the repository
-//! is reopened without faults and checked against a model: every snapshot whose backup was
-//! reported written restores exactly, `check --read-data` finds nothing wrong, and a prune
-//! then completes.
+//! Fault injection: random sequences of backup, forget, prune, index rebuild, state dump,
+//! state transition, and damage followed by repair, against a backend that fails or cuts off
+//! its N-th write, read or remove. After every sequence the repository is reopened without
+//! faults and checked against a model:
+//!
+//! - `check --read-data` finds nothing wrong (when the sequence damaged a pack and its repair
+//!   was cut short by a fault, `repair index` and `repair snapshots` run first, as an operator
+//!   would, and then `check` must pass);
+//! - every snapshot that was reported written restores exactly; only a snapshot written before
+//!   a pack was damaged may lack files, and then only as a snapshot tagged `repaired` (or set
+//!   aside whole), never with a wrong byte;
+//! - the live state of the service is always one whole generation (its tree and its dump from
+//!   the same moment), and after a transition it is the target revision's newest state or, if
+//!   the transition failed, possibly the state from before it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use cairn_store::archiver::{self, BackupOptions, Item, Silent};
+use cairn_store::archiver::{self, BackupOptions, Item};
 use cairn_store::backend::{Backend, LocalBackend};
 use cairn_store::check::{self, ReadData};
 use cairn_store::config::{Config, KdfParams};
 use cairn_store::prune::{self, Options};
+use cairn_store::repair;
 use cairn_store::repo::{self, Mode, Repo};
 use cairn_store::restorer;
+use cairn_store::service::{self, LoadOutcome};
+use cairn_store::servicefile::{Service, ServiceFile};
 use cairn_store::{Error, Result, SnapshotId};
 
 const PASSWORD: &[u8] = b"faults";
@@ -127,7 +139,7 @@ fn data(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// Writes a source tree for generation `g` (files shared across generations and new ones).
-fn write_tree(dir: &Path, g: u64) -> BTreeMap<String, Vec<u8>> {
+fn write_tree(dir: &Path, g: u64) -> Files {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir.join("sub")).unwrap();
     let mut files = BTreeMap::new();
@@ -138,45 +150,533 @@ fn write_tree(dir: &Path, g: u64) -> BTreeMap<String, Vec<u8>> {
     ] {
         let d = data(seed, len);
         std::fs::write(dir.join(name), &d).unwrap();
-        files.insert(name.to_string(), d);
+        files.insert(format!("src/{name}"), d);
     }
     files
+}
+
+/// Paths in a snapshot → bytes.
+type Files = BTreeMap<String, Vec<u8>>;
+
+/// The service's state at generation `g`: its tree (`site/`) and its dump (`db`).
+fn state_files(g: u64) -> Files {
+    let mut f = BTreeMap::new();
+    f.insert("site/shared.bin".into(), data(1, 100_000));
+    f.insert("site/gen.bin".into(), data(500 + g, 60_000));
+    f.insert("site/gen.txt".into(), g.to_string().into_bytes());
+    let mut db = format!("-- generation {g}\n").into_bytes();
+    db.extend(data(900 + g, 50_000));
+    f.insert("db".into(), db);
+    f
+}
+
+/// Makes the live state generation `g` (what the service would write).
+fn write_live(live: &Path, g: u64) {
+    let _ = std::fs::remove_dir_all(live.join("site"));
+    std::fs::create_dir_all(live.join("site")).unwrap();
+    for (name, bytes) in state_files(g) {
+        let p = match name.strip_prefix("site/") {
+            Some(n) => live.join("site").join(n),
+            None => live.join("db.sql"),
+        };
+        std::fs::write(p, bytes).unwrap();
+    }
+}
+
+/// Which generation the live state is; panics unless it is one whole generation.
+fn live_generation(live: &Path, what: &str) -> u64 {
+    let g: u64 = std::fs::read_to_string(live.join("site/gen.txt"))
+        .unwrap_or_else(|e| panic!("{what}: live state has no generation: {e}"))
+        .parse()
+        .unwrap();
+    let mut got = BTreeMap::new();
+    for e in std::fs::read_dir(live.join("site")).unwrap() {
+        let e = e.unwrap();
+        got.insert(
+            format!("site/{}", e.file_name().to_string_lossy()),
+            std::fs::read(e.path()).unwrap(),
+        );
+    }
+    got.insert("db".into(), std::fs::read(live.join("db.sql")).unwrap());
+    let want = state_files(g);
+    if got != want {
+        let differ: Vec<String> = want
+            .keys()
+            .chain(got.keys())
+            .filter(|k| got.get(*k) != want.get(*k))
+            .map(|k| {
+                let head = got
+                    .get(k)
+                    .map(|b| String::from_utf8_lossy(&b[..b.len().min(24)]).into_owned());
+                format!("{k}: {head:?}")
+            })
+            .collect();
+        panic!("{what}: the live state is not one whole generation (tree says {g}): {differ:?}");
+    }
+    g
+}
+
+fn service(live: &Path) -> Service {
+    let text = format!(
+        r#"
+[service.svc]
+[[service.svc.state]]
+name = "site"
+path = "{live}/site"
+[[service.svc.state]]
+name = "db"
+dump = "cat {live}/db.sql"
+load = "cat > {live}/db.sql"
+"#,
+        live = live.display()
+    );
+    ServiceFile::parse(&text)
+        .unwrap()
+        .service("svc")
+        .unwrap()
+        .clone()
 }
 
 fn open(root: &Path, backend: Arc<dyn Backend>) -> Result<Repo> {
     Repo::open_backend(backend, root, PASSWORD, Mode::Write, &root.join("index"))
 }
 
-fn verify(
-    root: &Path,
-    model: &BTreeMap<SnapshotId, BTreeMap<String, Vec<u8>>>,
-    work: &Path,
-    what: &str,
-) {
-    let repo = open(root, Arc::new(LocalBackend::new(root)))
-        .unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
-    let r = check::check(&repo, ReadData::All, &NoProgress).unwrap();
-    assert!(r.ok(), "{what}: check: {:?} {:?}", r.errors, r.damaged);
-    for (id, files) in model {
-        let snap = repo
-            .load_snapshot(id)
-            .unwrap_or_else(|e| panic!("{what}: snapshot {id:?}: {e}"));
-        let t = work.join("restore");
-        let _ = std::fs::remove_dir_all(&t);
-        restorer::restore(&repo, &snap.tree, &t, None, &NoRestoreProgress)
-            .unwrap_or_else(|e| panic!("{what}: {e}"));
-        for (name, want) in files {
-            let got = std::fs::read(t.join("src").join(name)).unwrap();
-            assert!(got == *want, "{what}: snapshot {id:?}: {name} differs");
+fn clean(root: &Path) -> Repo {
+    open(root, Arc::new(LocalBackend::new(root))).unwrap_or_else(|e| panic!("reopen: {e}"))
+}
+
+/// A snapshot the model promises.
+struct Promise {
+    files: Files,
+    time_ns: i64,
+    /// State snapshots are never forgotten (transitions resolve to them).
+    state: Option<String>,
+    /// A pack was damaged after it was written: it may come back repaired, short of files.
+    may_lose: bool,
+    /// Restored and found exact since it was written (or last repaired).
+    verified: bool,
+}
+
+#[derive(Default)]
+struct Model {
+    snaps: BTreeMap<SnapshotId, Promise>,
+    /// The live state's generation.
+    live: u64,
+    /// Revision → the generations its newest snapshot may hold (more than one after a
+    /// failed dump, which may or may not have written its snapshot).
+    /// `None` in the set: it may have no snapshot at all.
+    newest: BTreeMap<String, BTreeSet<Option<u64>>>,
+    /// Revisions whose newest state a repair may have cut short: not loaded until dumped again.
+    tainted: BTreeSet<String>,
+    /// The revision the live state counts as.
+    current: String,
+    /// A pack was damaged and its repair has not completed.
+    unrepaired: bool,
+    generation: u64,
+    /// The operations of the current sequence, for messages.
+    trace: Vec<&'static str>,
+}
+
+/// Repairs a damaged repository, as an operator would after `check` failed.
+fn repair_all(root: &Path, backend: Arc<dyn Backend>) -> Result<()> {
+    repair::repair_index(backend.clone(), root, PASSWORD, true, false)?;
+    let repo = open(root, backend)?;
+    repair::repair_snapshots(&repo, false)?;
+    Ok(())
+}
+
+/// After a repair: finds each promised snapshot again (under its id, or repaired under a new
+/// one with the same time) and checks what it holds; a snapshot that lost files is allowed
+/// only where a pack was damaged after it was written. The revision of a state snapshot that
+/// lost anything is tainted.
+fn reconcile(root: &Path, model: &mut Model, work: &Path, what: &str, full: bool) {
+    let repo = clean(root);
+    // A revision whose newest snapshot was repaired may lack files, whether or not the model
+    // knew that snapshot (a failed dump may have written one): it is not loaded again until
+    // a new dump.
+    let mut newest: BTreeMap<String, (i64, bool)> = BTreeMap::new();
+    for (_, s) in repo.snapshots().unwrap() {
+        if let (Some("svc"), Some(rev)) = (s.service.as_deref(), &s.revision) {
+            let repaired = s.tags.iter().any(|t| t == repair::REPAIRED_TAG);
+            let e = newest.entry(rev.clone()).or_insert((s.time_ns, repaired));
+            if s.time_ns >= e.0 {
+                *e = (s.time_ns, repaired);
+            }
         }
+    }
+    for (rev, (_, repaired)) in newest {
+        if repaired {
+            model.tainted.insert(rev);
+        }
+    }
+    let all: BTreeMap<SnapshotId, i64> = repo
+        .snapshots()
+        .unwrap()
+        .into_iter()
+        .map(|(id, s)| (id, s.time_ns))
+        .collect();
+    let ids: Vec<SnapshotId> = model.snaps.keys().copied().collect();
+    for id in ids {
+        let p = model.snaps.remove(&id).unwrap();
+        let found = if all.contains_key(&id) {
+            Some(id)
+        } else {
+            assert!(p.may_lose, "{what}: snapshot {id:?} is gone");
+            all.iter()
+                .find(|(_, t)| **t == p.time_ns)
+                .map(|(new, _)| *new)
+        };
+        let Some(found) = found else {
+            assert!(
+                root.join(format!("damaged/snapshots/{}", id.to_hex()))
+                    .exists(),
+                "{what}: snapshot {id:?} is neither there, repaired, nor set aside"
+            );
+            if let Some(rev) = &p.state {
+                model.tainted.insert(rev.clone());
+            }
+            continue;
+        };
+        if found == id && p.verified && !p.may_lose && !full {
+            // Unchanged since it was restored exactly, and `check --read-data` just passed.
+            model.snaps.insert(id, p);
+            continue;
+        }
+        let got = restore_files(&repo, &found, work, what);
+        for (name, bytes) in &got {
+            let want = p.files.get(name);
+            assert!(
+                want == Some(bytes),
+                "{what}: snapshot {found:?}: {name} has wrong bytes or should not be there"
+            );
+        }
+        if got.len() != p.files.len() {
+            assert!(
+                p.may_lose && found != id,
+                "{what}: snapshot {found:?} lacks files but was not repaired"
+            );
+            if let Some(rev) = &p.state {
+                model.tainted.insert(rev.clone());
+            }
+        }
+        model.snaps.insert(
+            found,
+            Promise {
+                files: got,
+                may_lose: false,
+                verified: true,
+                ..p
+            },
+        );
     }
 }
 
-struct NoProgress;
-impl check::Progress for NoProgress {}
-impl prune::Progress for NoProgress {}
-struct NoRestoreProgress;
-impl restorer::Progress for NoRestoreProgress {}
+fn restore_files(repo: &Repo, id: &SnapshotId, work: &Path, what: &str) -> Files {
+    let snap = repo
+        .load_snapshot(id)
+        .unwrap_or_else(|e| panic!("{what}: snapshot {id:?}: {e}"));
+    let t = work.join("restore");
+    let _ = std::fs::remove_dir_all(&t);
+    restorer::restore(repo, &snap.tree, &t, None, &Quiet)
+        .unwrap_or_else(|e| panic!("{what}: restore {id:?}: {e}"));
+    let mut out = BTreeMap::new();
+    let mut stack = vec![t.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                let rel = e
+                    .path()
+                    .strip_prefix(&t)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(rel, std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn verify(root: &Path, model: &mut Model, work: &Path, what: &str, full: bool) {
+    let repo = clean(root);
+    let r = check::check(&repo, ReadData::All, &Quiet).unwrap();
+    if !r.ok() {
+        assert!(
+            model.unrepaired,
+            "{what}: check without damage: {:?} {:?}",
+            r.errors, r.damaged
+        );
+        drop(repo);
+        repair_all(root, Arc::new(LocalBackend::new(root)))
+            .unwrap_or_else(|e| panic!("{what}: repair: {e}"));
+        let r = check::check(&clean(root), ReadData::All, &Quiet).unwrap();
+        assert!(
+            r.ok(),
+            "{what}: check after repair: {:?} {:?}",
+            r.errors,
+            r.damaged
+        );
+    }
+    model.unrepaired = false;
+    reconcile(root, model, work, what, full);
+    for (id, p) in &model.snaps {
+        assert!(!p.may_lose, "{what}: {id:?}");
+    }
+}
+
+struct Quiet;
+impl check::Progress for Quiet {}
+impl prune::Progress for Quiet {}
+impl restorer::Progress for Quiet {}
+impl archiver::Progress for Quiet {}
+impl service::Report for Quiet {}
+
+/// Flips one byte in the middle of a pack no prune is deleting; false if there is none.
+fn damage_a_pack(root: &Path, rng: &mut Rng) -> bool {
+    let repo = clean(root);
+    let pending = repo.pending_deletion().unwrap();
+    let mut packs: Vec<String> = repo
+        .backend()
+        .list("packs")
+        .unwrap()
+        .into_iter()
+        .filter(|n| {
+            cairn_store::PackId::from_hex(n.rsplit('/').next().unwrap())
+                .is_ok_and(|id| !pending.contains(&id))
+        })
+        .collect();
+    packs.sort();
+    if packs.is_empty() {
+        return false;
+    }
+    let p = root.join(&packs[rng.below(packs.len() as u64) as usize]);
+    let mut b = std::fs::read(&p).unwrap();
+    let i = b.len() / 2;
+    b[i] ^= 0x04;
+    std::fs::write(&p, b).unwrap();
+    true
+}
+
+#[allow(clippy::too_many_lines)]
+fn one_op(
+    rng: &mut Rng,
+    model: &mut Model,
+    repo: &mut Repo,
+    root: &Path,
+    dir: &Path,
+    backend: &Arc<dyn Backend>,
+) -> Result<&'static str> {
+    let live = dir.join("live");
+    let svc = service(&live);
+    let opts = service::Options::default();
+    let k = rng.below(20);
+    model.trace.push(match k {
+        0..=6 => "backup",
+        7..=8 => "forget",
+        9..=10 => "prune",
+        11 => "index rebuild",
+        12..=13 => "state dump",
+        14..=17 => "state transition",
+        _ => "damage and repair",
+    });
+    Ok(match k {
+        0..=6 => {
+            model.generation += 1;
+            let g = model.generation;
+            let files = write_tree(&dir.join("src"), g);
+            let opts = BackupOptions {
+                items: vec![Item::path(&dir.join("src"))?],
+                service: Some("model".into()),
+                revision: Some(format!("g{g}")),
+                tags: vec![],
+            };
+            let r = archiver::backup(repo, opts, &Quiet)?;
+            model.snaps.insert(
+                r.id,
+                Promise {
+                    files,
+                    time_ns: r.snapshot.time_ns,
+                    state: None,
+                    may_lose: false,
+                    verified: false,
+                },
+            );
+            "backup"
+        }
+        7..=8 => {
+            let plain: Vec<SnapshotId> = model
+                .snaps
+                .iter()
+                .filter(|(_, p)| p.state.is_none())
+                .map(|(id, _)| *id)
+                .collect();
+            if let Some(id) = plain.get(rng.below(plain.len().max(1) as u64) as usize) {
+                // Once the remove is attempted, the snapshot may or may not be gone: the
+                // model stops promising it either way.
+                model.snaps.remove(id);
+                repo.forget_snapshot(id)?;
+            }
+            "forget"
+        }
+        9..=10 => {
+            prune::prune(
+                repo,
+                // A lock whose removal was failed stays while the process lives: the prune
+                // gives up waiting for it and leaves the deletion to the next.
+                &Options {
+                    max_unused_pct: 0.0,
+                    writer_wait: std::time::Duration::from_millis(100),
+                    ..Options::default()
+                },
+                &Quiet,
+            )?;
+            "prune"
+        }
+        11 => {
+            repo::rebuild_index_with(backend.clone(), root, PASSWORD)?;
+            // The index directory was swapped: this process opens it again.
+            *repo = open(root, backend.clone())?;
+            "index rebuild"
+        }
+        12..=13 => {
+            // The service changes its state, then it is dumped under the current revision.
+            if rng.below(2) == 0 {
+                model.generation += 1;
+                model.live = model.generation;
+                write_live(&live, model.live);
+            }
+            let rev = model.current.clone();
+            // If the dump fails, its snapshot may still be written (a fault after it):
+            // either generation may be the newest now.
+            let set = model
+                .newest
+                .entry(rev.clone())
+                .or_insert_with(|| [None].into());
+            set.insert(Some(model.live));
+            let r = service::dump(repo, &svc, &rev, &opts, &Quiet)?;
+            *set = [Some(model.live)].into();
+            model.tainted.remove(&rev);
+            model.snaps.insert(
+                r.id,
+                Promise {
+                    files: state_files(model.live),
+                    time_ns: r.snapshot.time_ns,
+                    state: Some(rev),
+                    may_lose: false,
+                    verified: false,
+                },
+            );
+            "state dump"
+        }
+        14..=17 => {
+            if rng.below(2) == 0 {
+                model.generation += 1;
+                model.live = model.generation;
+                write_live(&live, model.live);
+            }
+            // To a revision with whole state, or to a new one.
+            let known: Vec<String> = model
+                .newest
+                .keys()
+                .filter(|r| !model.tainted.contains(*r))
+                .cloned()
+                .collect();
+            let to = if known.is_empty() || rng.below(4) == 0 {
+                format!("r{}", rng.below(6))
+            } else {
+                known[rng.below(known.len() as u64) as usize].clone()
+            };
+            if model.tainted.contains(&to) {
+                return Ok("transition skipped (tainted target)");
+            }
+            let from = model.current.clone();
+            let before = model.live;
+            let target = model
+                .newest
+                .get(&to)
+                .cloned()
+                .unwrap_or_else(|| [None].into());
+            // The save of the current state may be written even if the transition fails.
+            model
+                .newest
+                .entry(from.clone())
+                .or_insert_with(|| [None].into())
+                .insert(Some(before));
+            let r = service::transition(repo, &svc, &to, Some(&from), &opts, &Quiet);
+            let now = live_generation(
+                &live,
+                &format!(
+                    "after a transition {from} -> {to} ({:?})",
+                    r.as_ref().err().map(|e| e.to_string())
+                ),
+            );
+            match &r {
+                Ok(LoadOutcome::Loaded { saved, .. }) => {
+                    assert!(
+                        target.contains(&Some(now)),
+                        "transition to {to}: live is {now}, want one of {target:?}"
+                    );
+                    model.newest.insert(from.clone(), [Some(before)].into());
+                    model.tainted.remove(&from);
+                    model.snaps.insert(
+                        *saved,
+                        Promise {
+                            files: state_files(before),
+                            time_ns: clean(root).load_snapshot(saved).unwrap().time_ns,
+                            state: Some(from.clone()),
+                            may_lose: false,
+                            verified: false,
+                        },
+                    );
+                }
+                Ok(LoadOutcome::NoState) => {
+                    assert!(
+                        target.contains(&None),
+                        "transition to {to} found no state; want one of {target:?}"
+                    );
+                    assert_eq!(
+                        now, before,
+                        "a transition to a new revision changed the state"
+                    );
+                    model.newest.insert(from.clone(), [Some(before)].into());
+                    model.tainted.remove(&from);
+                }
+                Err(_) => {
+                    // Failed: the state from before, or (the journal write failed after the
+                    // swap) the target's.
+                    assert!(
+                        now == before || target.contains(&Some(now)),
+                        "a failed transition to {to} left generation {now} (before: {before}, target {target:?})"
+                    );
+                }
+            }
+            model.live = now;
+            // Which revision the live state now counts as (the next save's label).
+            model.current = if r.is_ok() || now != before { to } else { from };
+            r?;
+            "state transition"
+        }
+        _ => {
+            // A pack is damaged (a disk fault cairn did not cause), then repaired at once.
+            if !damage_a_pack(root, rng) {
+                return Ok("damage skipped (no pack)");
+            }
+            model.unrepaired = true;
+            for p in model.snaps.values_mut() {
+                p.may_lose = true;
+            }
+            repair::repair_index(backend.clone(), root, PASSWORD, true, false)?;
+            *repo = open(root, backend.clone())?;
+            repair::repair_snapshots(repo, false)?;
+            model.unrepaired = false;
+            reconcile(root, model, dir, "after a repair", false);
+            "damage and repair"
+        }
+    })
+}
 
 #[test]
 fn a_thousand_fault_sequences_lose_no_byte() {
@@ -193,10 +693,10 @@ fn a_thousand_fault_sequences_lose_no_byte() {
     eprintln!("fault sequences: {sequences}, seed {seed} (CAIRN_FAULT_SEED reproduces)");
     let mut rng = Rng(seed | 1);
     let (mut faults, mut failed_ops) = (0u64, 0u64);
+    let mut ops_run: BTreeMap<&'static str, u64> = BTreeMap::new();
     // Sequences share one repository per batch of 50, so later ones meet earlier damage.
     let mut batch_dir: Option<tempfile::TempDir> = None;
-    let mut model: BTreeMap<SnapshotId, BTreeMap<String, Vec<u8>>> = BTreeMap::new();
-    let mut generation = 0u64;
+    let mut model = Model::default();
     for s in 0..sequences {
         if s % 50 == 0 {
             let d = tempfile::tempdir().unwrap();
@@ -208,63 +708,34 @@ fn a_thousand_fault_sequences_lose_no_byte() {
             });
             cfg.pack_size = 1 << 20;
             repo::init_with(&root, PASSWORD, cfg).unwrap();
+            let generation = model.generation;
+            model = Model {
+                generation: generation + 1,
+                live: generation + 1,
+                current: "r0".into(),
+                ..Model::default()
+            };
+            write_live(&d.path().join("live"), model.live);
             batch_dir = Some(d);
-            model.clear();
         }
-        let dir = batch_dir.as_ref().unwrap().path();
+        let dir = batch_dir.as_ref().unwrap().path().to_path_buf();
         let root = dir.join("repo");
         let how = [How::Fail, How::CutOff, How::DoneButFail][rng.below(3) as usize];
         let faulty = Arc::new(Faulty {
             inner: LocalBackend::new(&root),
             root: root.clone(),
             calls: AtomicU64::new(0),
-            fault_at: 1 + rng.below(16),
+            fault_at: 1 + rng.below(24),
             how,
         });
         let backend: Arc<dyn Backend> = faulty.clone();
         let ops = 1 + rng.below(4);
-        let what = format!(
-            "sequence {s} (fault at call {} as {how:?})",
-            faulty.fault_at
-        );
+        model.trace.clear();
         let outcome: Result<()> = (|| {
-            let repo = open(&root, backend.clone())?;
+            let mut repo = open(&root, backend.clone())?;
             for _ in 0..ops {
-                match rng.below(10) {
-                    0..=5 => {
-                        generation += 1;
-                        let files = write_tree(&dir.join("src"), generation);
-                        let opts = BackupOptions {
-                            items: vec![Item::path(&dir.join("src"))?],
-                            service: Some("model".into()),
-                            revision: Some(format!("g{generation}")),
-                            tags: vec![],
-                        };
-                        let r = archiver::backup(&repo, opts, &Silent)?;
-                        model.insert(r.id, files);
-                    }
-                    6..=7 if !model.is_empty() => {
-                        let k = rng.below(model.len() as u64) as usize;
-                        let id = *model.keys().nth(k).unwrap();
-                        // Once the remove is attempted, the snapshot may or may not be gone:
-                        // the model stops promising it either way.
-                        model.remove(&id);
-                        repo.forget_snapshot(&id)?;
-                    }
-                    _ => {
-                        prune::prune(
-                            &repo,
-                            // A lock whose removal was failed stays while the process lives: the
-                            // prune gives up waiting for it and leaves the deletion to the next.
-                            &Options {
-                                max_unused_pct: 0.0,
-                                writer_wait: std::time::Duration::from_millis(100),
-                                ..Options::default()
-                            },
-                            &NoProgress,
-                        )?;
-                    }
-                }
+                let op = one_op(&mut rng, &mut model, &mut repo, &root, &dir, &backend)?;
+                *ops_run.entry(op).or_default() += 1;
             }
             Ok(())
         })();
@@ -279,25 +750,33 @@ fn a_thousand_fault_sequences_lose_no_byte() {
         for l in LocalBackend::new(&root).list("locks").unwrap() {
             LocalBackend::new(&root).remove(&l).unwrap();
         }
-        verify(&root, &model, dir, &what);
+        let what = format!(
+            "sequence {s} (fault at call {} as {how:?}; {:?} -> {:?})",
+            faulty.fault_at,
+            model.trace,
+            outcome.as_ref().err().map(|e| e.to_string())
+        );
+        // Every snapshot is restored again at the end of each batch; in between, the new ones.
+        verify(&root, &mut model, &dir, &what, s % 50 == 49);
+        live_generation(&dir.join("live"), &what);
     }
     // A last prune on the final repository completes and leaves it whole.
     if let Some(d) = &batch_dir {
         let root = d.path().join("repo");
-        let repo = open(&root, Arc::new(LocalBackend::new(&root))).unwrap();
         prune::prune(
-            &repo,
+            &clean(&root),
             &Options {
                 max_unused_pct: 0.0,
                 ..Options::default()
             },
-            &NoProgress,
+            &Quiet,
         )
         .unwrap();
-        verify(&root, &model, d.path(), "final");
+        verify(&root, &mut model, d.path(), "final", true);
     }
     eprintln!(
-        "{sequences} sequences: {faults} faults injected, {failed_ops} operations failed by them, 0 bytes lost"
+        "{sequences} sequences: {faults} faults injected, {failed_ops} sequences cut short by them, \
+         operations completed: {ops_run:?}; 0 bytes lost"
     );
     assert!(
         faults > sequences / 2,
