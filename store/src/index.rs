@@ -127,7 +127,12 @@ impl Index {
     /// Creates an empty index.
     pub fn create(dir: &Path) -> Result<()> {
         let db = DB::open(&rw_options(), dir).map_err(ix)?;
-        db.flush().map_err(ix)
+        db.flush().map_err(ix)?;
+        // The index is not encrypted (see SECURITY.md): RocksDB makes its files under the
+        // umask, so the directory holding them is closed to everyone else.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| Error::io(dir, e))
     }
 
     /// Opens an existing index.

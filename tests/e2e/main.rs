@@ -2,6 +2,7 @@
 //! temporary directory, as an operator would.
 
 mod backup_restore;
+mod concurrency;
 mod corruption;
 mod failures;
 mod hostile;

@@ -124,14 +124,14 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     let frees = Usage::compute(&repo, &roots, &selected)?
         .selection_unique
         .stored;
+    let mut forget_json = None;
     if a.json {
         let list: Vec<_> = decisions
             .iter()
             .map(|d| serde_json::json!({"id": d.id.to_hex(), "keep": d.keep, "reasons": d.reasons, "service": d.group}))
             .collect();
-        println!(
-            "{}",
-            serde_json::json!({"decisions": list, "forget": gone.len(), "frees_bytes": frees, "dry_run": a.dry_run})
+        forget_json = Some(
+            serde_json::json!({"decisions": list, "forget": gone.len(), "frees_bytes": frees, "dry_run": a.dry_run}),
         );
     } else if !g.quiet {
         let mut group = None;
@@ -161,6 +161,13 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
             ui::size(frees)
         );
     }
+    // Checked before anything is forgotten, so a bad value changes nothing.
+    let prune_opts = super::prune::options(&a.max_unused, false)?;
+    if (a.dry_run || !a.prune)
+        && let Some(v) = &forget_json
+    {
+        println!("{v}");
+    }
     if a.dry_run {
         return Ok(crate::exit::OK);
     }
@@ -169,7 +176,15 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     }
     if a.prune {
         drop(_lock);
-        return super::prune::prune_now(g, &repo, &a.max_unused, false, a.json);
+        let quiet = g.quiet || a.json;
+        let r = cairn_store::prune::prune(&repo, &prune_opts, &super::prune::Say(quiet))?;
+        // One JSON object: forget's, with prune's report inside.
+        if let Some(mut v) = forget_json {
+            v["prune"] = serde_json::to_value(&r)?;
+            println!("{v}");
+        }
+        super::prune::say(g, &r, false, a.json);
+        return Ok(crate::exit::OK);
     }
     if gone.is_empty() && policy.service.is_some() && decisions.is_empty() {
         bail!(

@@ -27,7 +27,7 @@ pub struct Args {
     json: bool,
 }
 
-struct Say(bool);
+pub struct Say(pub bool);
 impl prune::Progress for Say {
     fn step(&self, msg: &str) {
         if !self.0 {
@@ -49,22 +49,18 @@ pub fn prune_now(
     dry_run: bool,
     json: bool,
 ) -> anyhow::Result<u8> {
-    let pct: f64 = max_unused
-        .trim_end_matches('%')
-        .parse()
-        .map_err(|_| anyhow::anyhow!("{max_unused:?} is not a percentage"))?;
-    if !(0.0..=100.0).contains(&pct) {
-        bail!("--max-unused takes a percentage from 0 to 100");
-    }
-    let opts = Options {
-        max_unused_pct: pct,
-        dry_run,
-        ..Options::default()
-    };
+    let opts = options(max_unused, dry_run)?;
     let r = prune::prune(repo, &opts, &Say(g.quiet || json))?;
     if json {
         println!("{}", serde_json::to_string(&r)?);
-    } else if !g.quiet {
+    }
+    say(g, &r, dry_run, json);
+    Ok(crate::exit::OK)
+}
+
+/// Prints what a prune did (the text form; with `json`, only the note on deferral).
+pub fn say(g: &Global, r: &prune::Report, dry_run: bool, json: bool) {
+    if !json && !g.quiet {
         println!(
             "{}{} packs ({}): {} used, {} unused",
             if dry_run { "would prune: " } else { "" },
@@ -101,5 +97,20 @@ pub fn prune_now(
             "note: backups that started before this prune are still running; run prune again later to finish"
         );
     }
-    Ok(crate::exit::OK)
+}
+
+/// Parses `--max-unused` into prune options.
+pub fn options(max_unused: &str, dry_run: bool) -> anyhow::Result<Options> {
+    let pct: f64 = max_unused
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{max_unused:?} is not a percentage"))?;
+    if !(0.0..=100.0).contains(&pct) {
+        bail!("--max-unused takes a percentage from 0 to 100");
+    }
+    Ok(Options {
+        max_unused_pct: pct,
+        dry_run,
+        ..Options::default()
+    })
 }

@@ -79,7 +79,14 @@ impl Backend for LocalBackend {
 
     fn size(&self, name: &str) -> Result<u64> {
         let p = self.path(name);
-        Ok(fs::metadata(&p).map_err(|e| Error::io(&p, e))?.len())
+        let md = fs::metadata(&p).map_err(|e| {
+            if e.kind() == ErrorKind::NotFound {
+                Error::NotFound(format!("{} is missing", p.display()))
+            } else {
+                Error::io(&p, e)
+            }
+        })?;
+        Ok(md.len())
     }
 
     fn write(&self, name: &str, data: &[u8]) -> Result<()> {
