@@ -49,6 +49,22 @@ impl CommandLine {
         ] {
             c.env_remove(var);
         }
+        // A dump or load program must not outlive cairn: killed midway, cairn can no longer
+        // feed or read it, and a load program left running (reading the end of its input)
+        // would change the live state after the next state command has put it back.
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+            unsafe {
+                c.pre_exec(|| {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         Ok(c)
     }
 }

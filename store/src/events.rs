@@ -19,6 +19,15 @@ const MAX_OUTCOME: usize = 4096;
 /// Event document version.
 pub const EVENT_VERSION: u32 = 1;
 
+/// The outcome of the marker a load or transition writes before it changes the live state;
+/// the event that ends it follows. A marker that is a service's newest event is a load
+/// that was interrupted.
+pub const STARTED: &str = "started";
+
+/// The outcome of the event that ends the recovery of an interrupted load when no revision
+/// was active before it (nothing becomes active).
+pub const RECOVERED: &str = "recovered";
+
 /// What happened to a service.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]

@@ -159,6 +159,7 @@ pub fn dump(
     report: &dyn Report,
 ) -> Result<BackupResult> {
     let _lock = service_lock(repo, svc, "state dump", opts)?;
+    recover_interrupted(repo, svc, report)?;
     let r = take_dump(repo, svc, revision, &[], report)?;
     let mut ev = Event::new(&svc.name, Kind::Dump);
     ev.to = Some(revision.to_string());
@@ -211,6 +212,7 @@ pub fn load(
     report: &dyn Report,
 ) -> Result<LoadOutcome> {
     let _lock = service_lock(repo, svc, "state load", opts)?;
+    recover_interrupted(repo, svc, report)?;
     let active = active_revision(repo, &svc.name)?;
     let Some((id, snap)) = resolve(repo, &svc.name, pick)? else {
         let Pick::Revision { revision, .. } = pick else {
@@ -262,6 +264,7 @@ pub fn transition(
     report: &dyn Report,
 ) -> Result<LoadOutcome> {
     let _lock = service_lock(repo, svc, "state transition", opts)?;
+    recover_interrupted(repo, svc, report)?;
     let active = active_revision(repo, &svc.name)?;
     let from = from.map(str::to_string).or(active.clone());
     let label = match &from {
@@ -315,6 +318,80 @@ pub fn transition(
     })
 }
 
+/// Puts back the state saved before a load or transition that was interrupted (killed, or
+/// the machine went down) while it changed the live state: its `started` event is the
+/// service's newest. Without this, the next transition would save a half-loaded state
+/// under the active revision. Called with the service's lock held, before anything else.
+fn recover_interrupted(repo: &Repo, svc: &Service, report: &dyn Report) -> Result<()> {
+    let evs = events::list(repo, Some(&svc.name))?;
+    let Some(last) = evs.last().filter(|e| e.outcome == events::STARTED) else {
+        return Ok(());
+    };
+    let Some(saved) = last.saved else {
+        return Err(Error::corrupt(
+            "service journal",
+            "an interrupted load names no saved state",
+        ));
+    };
+    report.step(&format!(
+        "a {} of {} to {} was interrupted while it changed the live state: putting back the state saved before it (snapshot {})",
+        match last.kind {
+            Kind::Transition => "transition",
+            _ => "load",
+        },
+        svc.name,
+        last.to.as_deref().unwrap_or("?"),
+        saved.short()
+    ));
+    let snap = match repo.load_snapshot(&saved) {
+        Ok(s) => s,
+        Err(Error::NotFound(_)) => {
+            // Forgotten since: nothing to put back. Say so loudly and once, so that the
+            // service is not stuck on this marker for ever.
+            let mut ev = Event::new(&svc.name, Kind::Load);
+            ev.from = last.to.clone();
+            ev.to = last.from.clone();
+            ev.outcome = format!(
+                "failed: the state saved before the interrupted load (snapshot {}) is gone; \
+                 the live state was left as it is and may be half-loaded",
+                saved.short()
+            );
+            events::record(repo, &ev)?;
+            archiver::Progress::warn(
+                report,
+                &format!(
+                    "{}: the state saved before an interrupted load (snapshot {}) was forgotten; \
+                 the live state may be half-loaded: load a known revision",
+                    svc.name,
+                    saved.short()
+                ),
+            );
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    let _reading = repo.lock(false, "state load")?;
+    apply(repo, svc, &snap, &saved, report)?;
+    let mut ev = Event::new(&svc.name, Kind::Load);
+    ev.from = last.to.clone();
+    ev.to = last.from.clone();
+    ev.snapshot = Some(saved);
+    ev.saved = Some(saved);
+    if ev.to.is_none() {
+        // No revision was active before: put back, but nothing to make active.
+        ev.outcome = events::RECOVERED.into();
+    }
+    events::record(repo, &ev)?;
+    report.step(&format!(
+        "{} is back at {}",
+        svc.name,
+        last.from
+            .as_deref()
+            .unwrap_or("its state from before the interrupted load")
+    ));
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn finish_load(
     repo: &Repo,
@@ -337,6 +414,12 @@ fn finish_load(
     ev.saved = Some(*saved);
     // A shared lock for the restoring part too: a prune waits for it before deleting packs.
     let _reading = repo.lock(false, "state load")?;
+    // From here on the live state changes. If this process dies before the event that ends
+    // the load is written, this marker tells the next state command of the service to put
+    // the saved state back before it does anything else (see `recover_interrupted`).
+    let mut started = ev.clone();
+    started.outcome = events::STARTED.into();
+    events::record(repo, &started)?;
     match apply(repo, svc, snap, saved, report) {
         Ok(()) => {
             events::record(repo, &ev).map_err(|e| {

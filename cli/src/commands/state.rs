@@ -259,7 +259,7 @@ fn kind_name(k: Kind) -> &'static str {
 }
 
 fn history(repo: &Repo, service: &str, json: bool) -> anyhow::Result<()> {
-    let evs = events::list(repo, Some(service))?;
+    let evs = shown_events(events::list(repo, Some(service))?);
     let snaps: Vec<_> = repo
         .snapshots()?
         .into_iter()
@@ -360,6 +360,36 @@ fn history(repo: &Repo, service: &str, json: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The journal as people read it: the marker a load writes before it changes the live
+/// state is left out when the load's own event follows it, and otherwise shown as the
+/// interruption it records.
+fn shown_events(evs: Vec<events::Event>) -> Vec<events::Event> {
+    let mut out: Vec<events::Event> = Vec::new();
+    for (i, e) in evs.iter().enumerate() {
+        if e.outcome == events::STARTED {
+            let ended = evs.get(i + 1).is_some_and(|n| {
+                n.kind == e.kind
+                    && n.to == e.to
+                    && n.snapshot == e.snapshot
+                    && n.outcome != events::STARTED
+            });
+            if ended {
+                continue;
+            }
+            let mut e = e.clone();
+            e.outcome = if i + 1 == evs.len() {
+                "interrupted: the next state command puts the saved state back".into()
+            } else {
+                "interrupted: the saved state was put back".into()
+            };
+            out.push(e);
+        } else {
+            out.push(e.clone());
+        }
+    }
+    out
 }
 
 fn list(repo: &Repo, file: &ServiceFile, json: bool) -> anyhow::Result<()> {
