@@ -66,8 +66,13 @@ def gear_table(master):
     return list(struct.unpack("<256Q", xof)), xof
 
 
-def object_key(master, salt):
-    return keyed(derive(master, "seal-key"), salt)
+def object_key(master, salt, key_gen=0, generations=()):
+    """Generation 0 seals under the master key; generation g >= 1 under generation key g."""
+    if key_gen == 0:
+        return keyed(derive(master, "seal-key"), salt)
+    if key_gen > len(generations):
+        raise Refused("unknown-generation", f"key generation {key_gen}")
+    return keyed(derive(generations[key_gen - 1], "seal-key"), salt)
 
 
 def nonce(counter):
@@ -163,16 +168,15 @@ def check_header(h, magic):
         raise Refused("newer-format", f"version {version}")
     if version == 0:
         raise Refused("damaged", "version 0")
-    if key_gen != 0:
-        raise Refused("newer-format", f"key generation {key_gen}")
-    return h[16:48]
+    return key_gen, h[16:48]
 
 
-def open_sealed_file(master, magic, file):
+def open_sealed_file(master, magic, file, generations=()):
     if len(file) < 64:
         raise Refused("damaged", "truncated")
-    salt = check_header(file[:48], magic)
-    return open_(object_key(master, salt), 0, file[:48], file[48:], "sealed file")
+    key_gen, salt = check_header(file[:48], magic)
+    return open_(object_key(master, salt, key_gen, generations), 0, file[:48], file[48:],
+                 "sealed file")
 
 
 # --- 09-events.md -------------------------------------------------------------------------------
@@ -314,8 +318,8 @@ def open_pack(master, pack):
     if L < 20 or L > size - 52:
         raise Refused("damaged", "table length")
     T = size - 4 - L
-    salt = check_header(pack[:48], b"CAIRNPAK")
-    key = object_key(master, salt)
+    key_gen, salt = check_header(pack[:48], b"CAIRNPAK")
+    key = object_key(master, salt, key_gen)
     table = open_(key, TOC_COUNTER, pack[:48], pack[T:T + L], "pack table")
     return key, decode_table(table, T), table, T
 
@@ -451,8 +455,8 @@ def wrapping_key(password, salt, m, t, p):
                            hash_len=32, type=Type.ID, version=19)
 
 
-def key_header(m, t, p, salt):
-    return b"CAIRNKEY" + struct.pack("<HHIII", 1, 1, m, t, p) + salt
+def key_header(m, t, p, salt, version=1):
+    return b"CAIRNKEY" + struct.pack("<HHIII", version, 1, m, t, p) + salt
 
 
 def open_keyfile(file, password):
@@ -461,7 +465,7 @@ def open_keyfile(file, password):
     if file[:8] != b"CAIRNKEY":
         raise Refused("damaged", "bad magic")
     version, kdf, m, t, p = struct.unpack("<HHIII", file[8:24])
-    if version > 1:
+    if version > 2:
         raise Refused("newer-format", f"version {version}")
     if kdf != 1:
         raise Refused("newer-format", f"kdf {kdf}")
@@ -479,9 +483,15 @@ def open_keyfile(file, password):
     (created,) = r.unpack("q")
     host = r.take(r.unpack("H")[0])
     user = r.take(r.unpack("H")[0])
+    generations = []
+    if version == 2:
+        (n,) = r.unpack("H")
+        if not 1 <= n <= 96:
+            raise Refused("damaged", f"{n} key generations")
+        generations = [r.take(32) for _ in range(n)]
     if r.remaining():
         raise Refused("damaged", "trailing bytes")
-    return master, created, host, user, payload
+    return master, created, host, user, payload, generations
 
 
 # --- the checks --------------------------------------------------------------------------------
@@ -503,6 +513,13 @@ def eq(what, got, want):
     if got != want:
         raise AssertionError(f"{what}: got {got.hex() if isinstance(got, bytes) else got}, "
                              f"want {want.hex() if isinstance(want, bytes) else want}")
+
+
+def generations(f):
+    """The vector's generation keys (generation 1 first), if it has any."""
+    g = bytes.fromhex(f.get("generation-keys", ""))
+    assert len(g) % 32 == 0
+    return [g[i:i + 32] for i in range(0, len(g), 32)]
 
 
 def success(kind, f):
@@ -536,11 +553,19 @@ def success(kind, f):
     elif kind == "sealed-file":
         magic, salt, plaintext, file = x("magic"), x("salt"), x("plaintext"), x("file")
         assert magic in MAGICS
-        h = header(magic, int(f["version"]), int(f["key-gen"]), salt)
+        key_gen, gens = int(f["key-gen"]), generations(f)
+        h = header(magic, int(f["version"]), key_gen, salt)
         eq("header", h, x("header"))
-        eq("object key", object_key(master, salt), x("object-key"))
-        eq("file", h + seal(object_key(master, salt), 0, h, plaintext), file)
-        eq("opened", open_sealed_file(master, magic, file), plaintext)
+        ok = object_key(master, salt, key_gen, gens)
+        eq("object key", ok, x("object-key"))
+        eq("file", h + seal(ok, 0, h, plaintext), file)
+        eq("opened", open_sealed_file(master, magic, file, gens), plaintext)
+        if key_gen:
+            try:
+                open_sealed_file(master, magic, file)
+                raise AssertionError("opened without its generation key")
+            except Refused as r:
+                assert r.kind == "unknown-generation", r
         doc = json.loads(plaintext)
         assert doc.get("version", 1) == 1 or magic == b"CAIRNLCK"
         if magic == b"CAIRNSNP":
@@ -613,13 +638,17 @@ def success(kind, f):
         wk = wrapping_key(password, salt, m, t, p)
         eq("wrapping key", wk, x("wrapping-key"))
         host, user = x("host"), x("user")
+        gens = generations(f)
         payload = master + struct.pack("<q", int(f["created-ns"])) + struct.pack("<H", len(host)) + host \
             + struct.pack("<H", len(user)) + user
+        if gens:
+            payload += struct.pack("<H", len(gens)) + b"".join(gens)
         eq("payload", payload, x("payload"))
-        h = key_header(m, t, p, salt)
+        h = key_header(m, t, p, salt, 2 if gens else 1)
         eq("key file", h + seal(wk, 0, h, payload), x("keyfile"))
         got = open_keyfile(x("keyfile"), password)
         eq("opened", got[:4], (master, int(f["created-ns"]), host, user))
+        eq("generation keys", got[5], gens)
     else:
         raise AssertionError(f"unknown type {kind}")
 

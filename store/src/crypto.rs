@@ -9,7 +9,15 @@
 //!         ├─ "cairn 2026 gear"       → XOF → the chunker's 256-entry gear table
 //!         ├─ "cairn 2026 label"      → keyed hashes used as index keys (service, revision)
 //!         └─ "cairn 2026 seal"       → with a random 32-byte salt per file → AES-256-GCM key
+//!                                        (key generation 0)
+//! gen key g ── "cairn 2026 seal"       → the same, for objects sealed under generation g ≥ 1
 //! ```
+//!
+//! `key rotate` draws a random *generation key* for generation g+1; key files wrap the master
+//! key and every generation key. New objects are sealed under the newest generation and say
+//! so in their header, so objects of every generation stay readable. Ids, cut points and
+//! label hashes stay derived from the master key, so new data still deduplicates against
+//! old data.
 //!
 //! Every sealed object (pack, snapshot, config, lock) carries its own random salt, so each has
 //! its own AES key and a plain counter is a safe nonce inside it: no random 96-bit nonce is ever
@@ -49,7 +57,9 @@ pub struct Keys {
     chunk_id: [u8; 32],
     tree_id: [u8; 32],
     label: [u8; 32],
-    seal: [u8; 32],
+    /// Seal keys by generation, oldest first: generation 0 from the master key, then one
+    /// per generation key.
+    seal: Vec<[u8; 32]>,
     gear_seed: [u8; 32],
 }
 
@@ -60,9 +70,24 @@ impl Keys {
             chunk_id: blake3::derive_key("cairn 2026 chunk id", &master.0),
             tree_id: blake3::derive_key("cairn 2026 tree id", &master.0),
             label: blake3::derive_key("cairn 2026 label", &master.0),
-            seal: blake3::derive_key("cairn 2026 seal", &master.0),
+            seal: vec![blake3::derive_key("cairn 2026 seal", &master.0)],
             gear_seed: blake3::derive_key("cairn 2026 gear", &master.0),
         }
+    }
+
+    /// Derives every purpose key from `master`, and the seal keys of generations 1, 2, ...
+    /// from `generations` (in that order).
+    pub fn derive_with(master: &MasterKey, generations: &[MasterKey]) -> Self {
+        let mut k = Self::derive(master);
+        for g in generations {
+            k.seal.push(blake3::derive_key("cairn 2026 seal", &g.0));
+        }
+        k
+    }
+
+    /// The generation new objects are sealed under: the newest.
+    pub fn current_generation(&self) -> u32 {
+        (self.seal.len() - 1) as u32
     }
 
     /// The id of a chunk of file or stream data.
@@ -101,9 +126,31 @@ impl Keys {
         table
     }
 
-    /// The AES-256-GCM key of one sealed object, from its salt.
+    /// The AES-256-GCM key of one sealed object of generation 0, from its salt.
     pub fn object_key(&self, salt: &[u8; SALT_LEN]) -> ObjectKey {
-        ObjectKey(*blake3::keyed_hash(&self.seal, salt).as_bytes())
+        ObjectKey(*blake3::keyed_hash(&self.seal[0], salt).as_bytes())
+    }
+
+    /// The AES-256-GCM key of the object whose header this is (its generation and salt).
+    /// `what` names the object in errors.
+    pub fn header_key(
+        &self,
+        header: &crate::envelope::Header,
+        what: &str,
+    ) -> crate::Result<ObjectKey> {
+        let seal = self.seal.get(header.key_gen as usize).ok_or_else(|| {
+            crate::Error::Invalid(format!(
+                "{what} is sealed under key generation {}, which the key file that opened \
+                 the repository does not hold (it holds 0..={}); after an interrupted \
+                 `key rotate` an older key file for the same password may remain: remove it \
+                 with `cairn key remove` (or the header is damaged)",
+                header.key_gen,
+                self.current_generation()
+            ))
+        })?;
+        Ok(ObjectKey(
+            *blake3::keyed_hash(seal, &header.salt).as_bytes(),
+        ))
     }
 }
 

@@ -54,19 +54,20 @@ pub struct Header {
     pub magic: Magic,
     /// Format version.
     pub version: u16,
-    /// Master-key generation the object is sealed under (0 until key rotation exists).
+    /// Key generation the object is sealed under (0 until the first `key rotate`).
     pub key_gen: u32,
     /// Random per-object salt.
     pub salt: [u8; SALT_LEN],
 }
 
 impl Header {
-    /// A header with a fresh random salt.
-    pub fn new(magic: Magic) -> Self {
+    /// A header with a fresh random salt, for an object sealed under `keys`' newest
+    /// generation.
+    pub fn new(magic: Magic, keys: &Keys) -> Self {
         Self {
             magic,
             version: FORMAT_VERSION,
-            key_gen: 0,
+            key_gen: keys.current_generation(),
             salt: random_array(),
         }
     }
@@ -104,15 +105,8 @@ impl Header {
             return Err(Error::corrupt(what, "format version 0"));
         }
         let _flags = r.u16()?;
+        // Which generations exist is the key file's business (see `Keys::header_key`).
         let key_gen = r.u32()?;
-        if key_gen != 0 {
-            // Key rotation will add generations; this version knows only the first.
-            return Err(Error::NewerFormat {
-                what: what.to_string(),
-                found: key_gen,
-                supported: 0,
-            });
-        }
         let salt = r.array()?;
         Ok(Self {
             magic,
@@ -125,7 +119,7 @@ impl Header {
 
 /// Seals `plaintext` as a whole file of kind `magic` (nonce 0, header as associated data).
 pub fn seal_file(keys: &Keys, magic: Magic, plaintext: &[u8]) -> Vec<u8> {
-    let header = Header::new(magic);
+    let header = Header::new(magic, keys);
     seal_file_with(keys, &header, plaintext)
 }
 
@@ -133,7 +127,10 @@ pub fn seal_file(keys: &Keys, magic: Magic, plaintext: &[u8]) -> Vec<u8> {
 pub fn seal_file_with(keys: &Keys, header: &Header, plaintext: &[u8]) -> Vec<u8> {
     let h = header.encode();
     let mut out = h.to_vec();
-    out.extend_from_slice(&keys.object_key(&header.salt).seal(0, &h, plaintext));
+    let key = keys
+        .header_key(header, "a new file")
+        .expect("a header made for these keys names one of their generations");
+    out.extend_from_slice(&key.seal(0, &h, plaintext));
     out
 }
 
@@ -146,7 +143,7 @@ pub fn open_file(keys: &Keys, magic: Magic, bytes: &[u8], what: &str) -> Result<
         ));
     }
     let header = Header::decode(&bytes[..HEADER_LEN], magic, what)?;
-    keys.object_key(&header.salt)
+    keys.header_key(&header, what)?
         .open(0, &bytes[..HEADER_LEN], &bytes[HEADER_LEN..])
         .ok_or_else(|| {
             Error::corrupt(

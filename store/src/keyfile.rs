@@ -3,7 +3,10 @@
 //! ```text
 //! "CAIRNKEY" | version u16 | kdf u16 (1 = Argon2id v0x13) | m_kib u32 | t u32 | p u32 | salt [32]
 //! sealed payload: master key [32] | created i64 ns | host (u16 len + bytes) | user (u16 len + bytes)
+//!                 version 2 only: n u16 | n generation keys [32] (generations 1..=n)
 //! ```
+//! Version 1 is written while the repository has no generation keys (before any `key
+//! rotate`), so such key files are byte for byte what they always were.
 //! The payload is AES-256-GCM under the Argon2id output, nonce 0, the 56-byte header as
 //! associated data. Each key file has its own salt, so each wrapping key is used once.
 
@@ -20,7 +23,9 @@ pub const MAX_KEY_FILE: u64 = 4096;
 /// Length of the plaintext header.
 pub const KEY_HEADER_LEN: usize = 56;
 const MAGIC: &[u8; 8] = b"CAIRNKEY";
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
+/// Most generation keys a key file holds (the file stays under [`MAX_KEY_FILE`]).
+pub const MAX_GENERATIONS: usize = 96;
 const KDF_ARGON2ID: u16 = 1;
 /// Bounds that keep a hostile key file from demanding unbounded memory or time.
 const MAX_M_KIB: u32 = 4 * 1024 * 1024;
@@ -67,21 +72,33 @@ fn wrapping_key(password: &[u8], kdf: KdfParams, salt: &[u8; 32]) -> Result<Obje
     Ok(ObjectKey::from_bytes(*out))
 }
 
-/// Writes a key file wrapping `master` under `password`.
+/// Writes a key file wrapping `master` (and the generation keys) under `password`.
 pub fn create(
     master: &MasterKey,
+    generations: &[MasterKey],
     password: &[u8],
     kdf: KdfParams,
     host: &str,
     user: &str,
     now_ns: i64,
 ) -> Result<Vec<u8>> {
-    create_with_salt(master, password, kdf, host, user, now_ns, random_array())
+    create_with_salt(
+        master,
+        generations,
+        password,
+        kdf,
+        host,
+        user,
+        now_ns,
+        random_array(),
+    )
 }
 
 /// [`create`] with a given salt (test vectors).
+#[allow(clippy::too_many_arguments)]
 pub fn create_with_salt(
     master: &MasterKey,
+    generations: &[MasterKey],
     password: &[u8],
     kdf: KdfParams,
     host: &str,
@@ -90,9 +107,14 @@ pub fn create_with_salt(
     salt: [u8; 32],
 ) -> Result<Vec<u8>> {
     check_bounds(kdf).map_err(Error::Invalid)?;
+    if generations.len() > MAX_GENERATIONS {
+        return Err(Error::Invalid(format!(
+            "a key file holds at most {MAX_GENERATIONS} key generations"
+        )));
+    }
     let mut head = Vec::with_capacity(KEY_HEADER_LEN);
     head.extend_from_slice(MAGIC);
-    head.put_u16(VERSION);
+    head.put_u16(if generations.is_empty() { 1 } else { VERSION });
     head.put_u16(KDF_ARGON2ID);
     head.put_u32(kdf.m_kib);
     head.put_u32(kdf.t);
@@ -105,6 +127,12 @@ pub fn create_with_salt(
         let b = &s.as_bytes()[..s.len().min(1024)];
         payload.put_u16(b.len() as u16);
         payload.extend_from_slice(b);
+    }
+    if !generations.is_empty() {
+        payload.put_u16(generations.len() as u16);
+        for g in generations {
+            payload.extend_from_slice(g.as_bytes());
+        }
     }
     let key = wrapping_key(password, kdf, &salt)?;
     let sealed = key.seal(0, &head, &payload);
@@ -146,8 +174,16 @@ pub fn params(bytes: &[u8], what: &str) -> Result<(KdfParams, [u8; 32])> {
     Ok((p, r.array()?))
 }
 
+/// What a key file wraps: the master key and the generation keys (1, 2, ... in order).
+pub struct Unwrapped {
+    /// The master key.
+    pub master: MasterKey,
+    /// Generation keys, oldest first.
+    pub generations: Vec<MasterKey>,
+}
+
 /// Unwraps the master key; `Ok(None)` when the password does not open this key file.
-pub fn open(bytes: &[u8], password: &[u8], what: &str) -> Result<Option<(MasterKey, KeyFile)>> {
+pub fn open(bytes: &[u8], password: &[u8], what: &str) -> Result<Option<(Unwrapped, KeyFile)>> {
     let (kdf, salt) = params(bytes, what)?;
     if bytes.len() < KEY_HEADER_LEN + crate::crypto::TAG_LEN {
         return Err(Error::corrupt(what, "truncated"));
@@ -165,11 +201,27 @@ pub fn open(bytes: &[u8], password: &[u8], what: &str) -> Result<Option<(MasterK
         let n = r.u16()? as usize;
         strings.push(String::from_utf8_lossy(r.bytes(n)?).into_owned());
     }
+    let mut generations = Vec::new();
+    if u16::from_le_bytes([bytes[8], bytes[9]]) >= 2 {
+        let n = r.u16()? as usize;
+        if n == 0 || n > MAX_GENERATIONS {
+            return Err(Error::corrupt(
+                what,
+                format!("{n} key generations (1..={MAX_GENERATIONS} in a version-2 key file)"),
+            ));
+        }
+        for _ in 0..n {
+            generations.push(MasterKey::from_bytes(r.array()?));
+        }
+    }
     r.finish()?;
     let user = strings.pop().unwrap_or_default();
     let host = strings.pop().unwrap_or_default();
     Ok(Some((
-        master,
+        Unwrapped {
+            master,
+            generations,
+        },
         KeyFile {
             kdf,
             created_ns,

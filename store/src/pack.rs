@@ -57,12 +57,14 @@ pub struct PackBuilder {
 impl PackBuilder {
     /// An empty pack with a fresh salt.
     pub fn new(keys: &Keys) -> Self {
-        Self::with_header(keys, Header::new(Magic::Pack))
+        Self::with_header(keys, Header::new(Magic::Pack, keys))
     }
 
     /// An empty pack with a given header (test vectors fix the salt).
     pub fn with_header(keys: &Keys, header: Header) -> Self {
-        let key = keys.object_key(&header.salt);
+        let key = keys
+            .header_key(&header, "a new pack")
+            .expect("a pack header made for these keys names one of their generations");
         let buf = header.encode().to_vec();
         Self {
             header,
@@ -171,7 +173,7 @@ pub fn open_toc(
     what: &str,
 ) -> Result<Vec<Entry>> {
     let header = Header::decode(head, Magic::Pack, what)?;
-    let key = keys.object_key(&header.salt);
+    let key = keys.header_key(&header, what)?;
     let toc = key
         .open(TOC_NONCE, &head[..HEADER_LEN], sealed_toc)
         .ok_or_else(|| Error::corrupt(what, "pack table failed authentication"))?;
@@ -237,13 +239,13 @@ pub fn open_pack(keys: &Keys, bytes: &[u8], what: &str) -> Result<(ObjectKey, Ve
     let toc = &bytes[off as usize..off as usize + len as usize];
     let entries = open_toc(keys, &bytes[..HEADER_LEN], toc, off, what)?;
     let header = Header::decode(&bytes[..HEADER_LEN], Magic::Pack, what)?;
-    Ok((keys.object_key(&header.salt), entries))
+    Ok((keys.header_key(&header, what)?, entries))
 }
 
 /// The key of a pack's blobs, from its first 48 bytes.
 pub fn pack_key(keys: &Keys, head: &[u8], what: &str) -> Result<ObjectKey> {
     let header = Header::decode(head, Magic::Pack, what)?;
-    Ok(keys.object_key(&header.salt))
+    keys.header_key(&header, what)
 }
 
 /// The slot (nonce) of the entry at `offset`, given the pack's table.

@@ -43,6 +43,9 @@ pub struct Options {
     /// How long to wait for backups that started before the doomed packs were hidden; after
     /// that the deletion is left for the next prune.
     pub writer_wait: Duration,
+    /// Also repack every pack sealed under a key generation older than the newest (after
+    /// `key rotate`), so that its data is sealed anew.
+    pub reseal: bool,
 }
 
 impl Default for Options {
@@ -51,6 +54,7 @@ impl Default for Options {
             max_unused_pct: 5.0,
             dry_run: false,
             writer_wait: Duration::from_secs(3600),
+            reseal: false,
         }
     }
 }
@@ -190,6 +194,30 @@ pub fn prune(repo: &Repo, opts: &Options, progress: &dyn Progress) -> Result<Rep
     let bound = (opts.max_unused_pct / 100.0 * (report.pack_bytes as f64)) as u64;
     partly.sort_by(|a, b| b.cmp(a));
     let mut repack = Vec::new();
+    if opts.reseal {
+        let current = repo.keys().current_generation();
+        let mut old: Vec<PackId> = Vec::new();
+        for (id, (_, blobs)) in &per_pack {
+            if blobs.is_empty() {
+                continue;
+            }
+            let head = repo
+                .backend()
+                .read_at(&pack_name(id), 0, envelope::HEADER_LEN as u64)?;
+            let what = format!("pack {}", id.short());
+            if envelope::Header::decode(&head, Magic::Pack, &what)?.key_gen < current {
+                old.push(*id);
+            }
+        }
+        old.sort();
+        for id in old {
+            if let Some(i) = partly.iter().position(|(_, p)| *p == id) {
+                let (waste, _) = partly.remove(i);
+                unused_total -= waste;
+            }
+            repack.push(id);
+        }
+    }
     for (waste, id) in partly {
         if unused_total <= bound {
             break;

@@ -52,6 +52,8 @@ pub struct Repo {
     root: PathBuf,
     keys: Keys,
     master: MasterKey,
+    /// Generation keys (see `key rotate`), oldest first.
+    generations: Vec<MasterKey>,
     config: Config,
     index: Option<Index>,
     key_name: String,
@@ -101,6 +103,7 @@ pub fn init_with(path: &Path, password: &[u8], config: Config) -> Result<()> {
     let keys = Keys::derive(&master);
     let kf = keyfile::create(
         &master,
+        &[],
         password,
         kdf,
         &lock::hostname(),
@@ -142,8 +145,8 @@ impl Repo {
         if !backend.exists("config")? {
             return Err(Error::NoRepository(path.to_path_buf()));
         }
-        let (master, key_name) = unlock(backend.as_ref(), password)?;
-        let keys = Keys::derive(&master);
+        let (unwrapped, key_name) = unlock(backend.as_ref(), password)?;
+        let keys = Keys::derive_with(&unwrapped.master, &unwrapped.generations);
         let config = Config::open(
             &keys,
             &read_bounded(backend.as_ref(), "config", crate::config::MAX_CONFIG_FILE)?,
@@ -163,7 +166,8 @@ impl Repo {
             backend,
             root: path.to_path_buf(),
             keys,
-            master,
+            master: unwrapped.master,
+            generations: unwrapped.generations,
             config,
             index,
             key_name,
@@ -569,8 +573,9 @@ pub fn rebuild_index_with(
     }
     // Check the password before deleting anything, and hold an exclusive lock for the whole
     // rebuild (no backup may write packs while the index is gone).
-    let (master, _) = unlock(backend.as_ref(), password)?;
-    let _lock = lock::acquire(&backend, &Keys::derive(&master), true, "index rebuild")?;
+    let (u, _) = unlock(backend.as_ref(), password)?;
+    let keys = Keys::derive_with(&u.master, &u.generations);
+    let _lock = lock::acquire(&backend, &keys, true, "index rebuild")?;
     rebuild_index_locked(backend, path, password)
 }
 
@@ -644,8 +649,8 @@ pub fn read_bounded(backend: &dyn Backend, name: &str, max: u64) -> Result<Vec<u
     backend.read(name)
 }
 
-/// Tries every key file; returns the master key and the key file's name.
-fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String)> {
+/// Tries every key file; returns what it wraps and the key file's name.
+fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(keyfile::Unwrapped, String)> {
     let mut damaged = Vec::new();
     let names = backend.list("keys")?;
     if names.is_empty() {
@@ -660,7 +665,7 @@ fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(MasterKey, String)>
             }
         };
         match keyfile::open(&bytes, password, &name) {
-            Ok(Some((master, _))) => return Ok((master, name)),
+            Ok(Some((u, _))) => return Ok((u, name)),
             Ok(None) => {}
             Err(e) => damaged.push(e.to_string()),
         }
@@ -689,8 +694,13 @@ impl Repo {
 
     /// Adds a key file wrapping the master key under `new_password`; returns its name.
     pub fn add_key(&self, new_password: &[u8]) -> Result<String> {
+        self.write_key_file(&self.generations, new_password)
+    }
+
+    fn write_key_file(&self, generations: &[MasterKey], new_password: &[u8]) -> Result<String> {
         let kf = keyfile::create(
             &self.master,
+            generations,
             new_password,
             self.config.kdf,
             &lock::hostname(),
@@ -735,5 +745,51 @@ impl Repo {
         let name = self.add_key(new_password)?;
         self.backend.remove(&self.key_name)?;
         Ok(name)
+    }
+
+    /// `key rotate`: draws the key of a new generation, which every object written from now on
+    /// is sealed under, and replaces the key file in use with one that wraps it too (same
+    /// password). Other key files cannot be given the new key without their passwords: with
+    /// `remove_others` they are removed, otherwise the rotation is refused. Returns the new
+    /// key file's name, the new generation, and the key files removed.
+    pub fn rotate_key(
+        &self,
+        password: &[u8],
+        remove_others: bool,
+    ) -> Result<(String, u32, Vec<String>)> {
+        let others: Vec<String> = self
+            .backend
+            .list("keys")?
+            .into_iter()
+            .filter(|n| *n != self.key_name)
+            .collect();
+        if !others.is_empty() && !remove_others {
+            return Err(Error::Invalid(format!(
+                "{} other key file(s) exist ({}); they cannot be given the new key generation \
+                 without their passwords: pass --remove-other-keys to remove them (then `cairn \
+                 key add` new ones), or remove them first",
+                others.len(),
+                others
+                    .iter()
+                    .map(|n| n.trim_start_matches("keys/"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        if self.generations.len() >= keyfile::MAX_GENERATIONS {
+            return Err(Error::Invalid(format!(
+                "the repository already has {} key generations, the most a key file holds",
+                keyfile::MAX_GENERATIONS
+            )));
+        }
+        let mut generations = self.generations.clone();
+        generations.push(MasterKey::generate());
+        // The new key file first; only then does the old one go.
+        let name = self.write_key_file(&generations, password)?;
+        self.backend.remove(&self.key_name)?;
+        for o in &others {
+            self.backend.remove(o)?;
+        }
+        Ok((name, generations.len() as u32, others))
     }
 }

@@ -50,6 +50,8 @@ const REQUIRED: &[&str] = &[
     "tree-truncated.txt",
     "tree-delta-part.txt",
     "keyfile.txt",
+    "keyfile-generations.txt",
+    "sealed-generation.txt",
     "keyfile-flipped-tag.txt",
     "keyfile-newer-version.txt",
     "keyfile-kdf-bounds.txt",
@@ -133,8 +135,26 @@ impl Vector {
             .parse()
             .map_err(|_| format!("{k}: not a decimal number"))
     }
+    /// Generation keys (concatenated 32-byte keys, generations 1, 2, ...), if the vector
+    /// has any.
+    fn generations(&self) -> Result<Vec<MasterKey>, String> {
+        if !self.fields.contains_key("generation-keys") {
+            return Ok(Vec::new());
+        }
+        let all = self.hex("generation-keys")?;
+        ensure(all.len() % 32 == 0 && !all.is_empty(), || {
+            "generation-keys: not a list of 32-byte keys".into()
+        })?;
+        Ok(all
+            .chunks(32)
+            .map(|c| MasterKey::from_bytes(c.try_into().expect("32")))
+            .collect())
+    }
     fn keys(&self) -> Result<Keys, String> {
-        Ok(Keys::derive(&MasterKey::from_bytes(self.arr("master")?)))
+        Ok(Keys::derive_with(
+            &MasterKey::from_bytes(self.arr("master")?),
+            &self.generations()?,
+        ))
     }
 }
 
@@ -713,8 +733,10 @@ fn check_keyfile(v: &Vector) -> Result<(), String> {
     let created: i64 = v.num("created-ns")?;
     let password = v.hex("password")?;
     let file = v.hex("keyfile")?;
+    let generations = v.generations()?;
     let made = keyfile::create_with_salt(
         &master,
+        &generations,
         &password,
         kdf,
         &host,
@@ -738,7 +760,15 @@ fn check_keyfile(v: &Vector) -> Result<(), String> {
     let (m, kf) = keyfile::open(&file, &password, "vector")
         .map_err(|e| e.to_string())?
         .ok_or("the password does not open the key file")?;
-    eq_hex("master key", m.as_bytes(), master.as_bytes())?;
+    eq_hex("master key", m.master.as_bytes(), master.as_bytes())?;
+    ensure(
+        m.generations.len() == generations.len()
+            && m.generations
+                .iter()
+                .zip(&generations)
+                .all(|(a, b)| a.as_bytes() == b.as_bytes()),
+        || "generation keys".into(),
+    )?;
     ensure(
         kf.kdf == kdf && kf.created_ns == created && kf.host == host && kf.user == user,
         || "key file metadata".into(),
@@ -1120,6 +1150,33 @@ fn generate(out: &Out) {
         &["a shared lock"],
         &f,
     );
+    // A lock sealed under key generation 1 (after one `key rotate`).
+    let generation_key = seq32(0xd0);
+    let rotated = Keys::derive_with(&master, &[MasterKey::from_bytes(generation_key)]);
+    let gheader = Header {
+        magic: Magic::Lock,
+        version: 1,
+        key_gen: 1,
+        salt: seq32(0x68),
+    };
+    let gfile = envelope::seal_file_with(&rotated, &gheader, LOCK_JSON.as_bytes());
+    let mut f = base();
+    f.hex("generation-keys", generation_key);
+    f.hex("magic", Magic::Lock.bytes())
+        .add("version", 1)
+        .add("key-gen", 1);
+    f.hex("salt", gheader.salt).hex(
+        "object-key",
+        object_key_bytes(&generation_key, &gheader.salt),
+    );
+    f.hex("header", gheader.encode())
+        .hex("plaintext", LOCK_JSON.as_bytes())
+        .hex("file", &gfile);
+    let c = [
+        "sealed-lock.txt sealed under key generation 1: the object key comes from the generation key",
+        "(generation-keys, generation 1 first) in place of the master key",
+    ];
+    out.write("sealed-generation.txt", "success", "sealed-file", &c, &f);
     let event = sample_event(SnapshotId(*blake3::hash(&file).as_bytes()));
     let event_json = serde_json::to_vec(&event).unwrap();
     let (mut f, _) = sealed(Magic::Event, 1, seq32(0x40), &event_json);
@@ -1287,7 +1344,8 @@ fn generate(out: &Out) {
     let salt = seq32(0xe0);
     let password = b"correct horse battery staple";
     let (created, host, user) = (1_700_000_000_000_000_000i64, "host", "user");
-    let kf = keyfile::create_with_salt(&master, password, kdf, host, user, created, salt).unwrap();
+    let kf =
+        keyfile::create_with_salt(&master, &[], password, kdf, host, user, created, salt).unwrap();
     let wrapping = argon2_raw(password, &salt, kdf);
     let payload = ObjectKey::from_bytes(wrapping)
         .open(0, &kf[..56], &kf[56..])
@@ -1306,6 +1364,42 @@ fn generate(out: &Out) {
         .hex("keyfile", &kf);
     let c = ["Argon2id v0x13, m=8 KiB t=1 p=1 (test-only parameters), 32-byte output"];
     out.write("keyfile.txt", "success", "keyfile", &c, &f);
+    // After one `key rotate`: version 2, the generation key after the user name.
+    let generation_key = seq32(0xd0);
+    let gsalt = seq32(0xc8);
+    let gkf = keyfile::create_with_salt(
+        &master,
+        &[MasterKey::from_bytes(generation_key)],
+        password,
+        kdf,
+        host,
+        user,
+        created,
+        gsalt,
+    )
+    .unwrap();
+    let gwrapping = argon2_raw(password, &gsalt, kdf);
+    let gpayload = ObjectKey::from_bytes(gwrapping)
+        .open(0, &gkf[..56], &gkf[56..])
+        .unwrap();
+    let mut f = base();
+    f.hex("generation-keys", generation_key);
+    f.hex("password", password)
+        .add("m-kib", kdf.m_kib)
+        .add("t", kdf.t)
+        .add("p", kdf.p);
+    f.hex("salt", gsalt)
+        .add("created-ns", created)
+        .hex("host", host)
+        .hex("user", user);
+    f.hex("wrapping-key", gwrapping)
+        .hex("payload", &gpayload)
+        .hex("keyfile", &gkf);
+    let c = [
+        "a key file after one `key rotate`: version 2; the payload ends with a u16 count (1) and",
+        "the generation keys (generation 1 first)",
+    ];
+    out.write("keyfile-generations.txt", "success", "keyfile", &c, &f);
     let failing = |bytes: &[u8]| {
         let mut f = Fields::default();
         f.hex("password", password).hex("keyfile", bytes);
@@ -1322,8 +1416,8 @@ fn generate(out: &Out) {
         &failing(&bad),
     );
     let mut newer = kf.clone();
-    newer[8] = 2;
-    let c = ["keyfile.txt with the version field set to 2"];
+    newer[8] = 3;
+    let c = ["keyfile.txt with the version field set to 3"];
     out.write(
         "keyfile-newer-version.txt",
         "failure newer-format",
@@ -1336,6 +1430,7 @@ fn generate(out: &Out) {
     assert!(
         keyfile::create_with_salt(
             &master,
+            &[],
             password,
             KdfParams { t: 65, ..kdf },
             host,

@@ -10,5 +10,6 @@ mod kills;
 mod lifecycle;
 mod mariadb;
 mod repair;
+mod rotation;
 mod state;
 mod support;

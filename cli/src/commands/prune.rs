@@ -22,6 +22,10 @@ pub struct Args {
     /// Say what would be deleted and moved; change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Also repack every pack sealed under an older key generation (after `key rotate`),
+    /// so that all data is sealed under the newest.
+    #[arg(long)]
+    reseal: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -38,19 +42,15 @@ impl prune::Progress for Say {
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     let repo = g.open(Mode::Write)?;
-    prune_now(g, &repo, &a.max_unused, a.dry_run, a.json)
+    let mut opts = options(&a.max_unused, a.dry_run)?;
+    opts.reseal = a.reseal;
+    prune_now(g, &repo, &opts, a.json)
 }
 
-/// Prunes an open repository (also used by `forget --prune`).
-pub fn prune_now(
-    g: &Global,
-    repo: &Repo,
-    max_unused: &str,
-    dry_run: bool,
-    json: bool,
-) -> anyhow::Result<u8> {
-    let opts = options(max_unused, dry_run)?;
-    let r = prune::prune(repo, &opts, &Say(g.quiet || json))?;
+/// Prunes an open repository.
+pub fn prune_now(g: &Global, repo: &Repo, opts: &Options, json: bool) -> anyhow::Result<u8> {
+    let dry_run = opts.dry_run;
+    let r = prune::prune(repo, opts, &Say(g.quiet || json))?;
     if json {
         println!("{}", serde_json::to_string(&r)?);
     }
