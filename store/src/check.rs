@@ -178,25 +178,16 @@ pub fn check(repo: &Repo, read: ReadData, progress: &dyn Progress) -> Result<Rep
             continue;
         }
         match read_pack(repo, id) {
-            Ok((n, name_ok, lost)) => {
+            Ok(w) => {
                 r.packs_read += 1;
                 r.read.push(id.to_hex());
-                r.bytes_read += n;
-                progress.bytes(n);
-                if name_ok && lost.is_empty() {
-                    verified.push(*id);
-                } else {
-                    let mut why = Vec::new();
-                    if !name_ok {
-                        why.push("its bytes do not hash to its name".to_string());
+                r.bytes_read += w.size;
+                progress.bytes(w.size);
+                match why_damaged(&w) {
+                    None => verified.push(*id),
+                    Some(why) => {
+                        bad.insert(*id, (why, w.lost));
                     }
-                    if !lost.is_empty() {
-                        why.push(format!(
-                            "{} of its blobs fail authentication or their hash",
-                            lost.len()
-                        ));
-                    }
-                    bad.insert(*id, (why.join("; "), lost));
                 }
             }
             // Deleted meanwhile by the prune that had hidden it: not damage.
@@ -305,30 +296,69 @@ fn choose(repo: &Repo, on_disk: &[PackId], read: ReadData) -> Result<Vec<PackId>
     })
 }
 
-/// Reads a pack whole: its name, its table, then every blob. Returns its size, whether its
-/// bytes hash to its name, and the blobs that failed (an unreadable table fails the pack).
-fn read_pack(repo: &Repo, id: &PackId) -> Result<(u64, bool, HashSet<BlobId>)> {
+/// A pack read whole and every blob in it verified.
+pub(crate) struct WholePack {
+    /// Its size in bytes.
+    pub size: u64,
+    /// Whether its bytes hash to its name.
+    pub name_ok: bool,
+    /// The blobs that decrypt, decompress and hash to their ids, still encoded (ready to be
+    /// sealed again elsewhere): id, kind, length.
+    pub good: Vec<(BlobId, BlobKind, u32, Vec<u8>)>,
+    /// The blobs that fail.
+    pub lost: HashSet<BlobId>,
+}
+
+/// Reads a pack whole: its name, its table, then every blob. An unreadable table fails the
+/// pack.
+pub(crate) fn read_pack(repo: &Repo, id: &PackId) -> Result<WholePack> {
     let what = format!("pack {}", id.short());
     let bytes = repo.backend().read(&pack_name(id))?;
     let name_ok = blake3::hash(&bytes).as_bytes() == &id.0;
     let (key, toc) = pack::open_pack(repo.keys(), &bytes, &what)?;
+    let mut good = Vec::new();
     let mut lost = HashSet::new();
     for (slot, e) in toc.iter().enumerate() {
         let sealed = &bytes[e.offset as usize..e.offset as usize + e.stored_len as usize];
-        let ok = blob::open(&key, slot as u32, &e.id, e.kind, e.raw_len, sealed, &what).is_ok_and(
-            |data| {
-                let h = match e.kind {
-                    BlobKind::Tree => repo.keys().tree_id(&data),
-                    _ => repo.keys().chunk_id(&data),
-                };
-                h == e.id
-            },
-        );
-        if !ok {
-            lost.insert(e.id);
+        let whole = blob::open_encoded(&key, slot as u32, &e.id, e.kind, e.raw_len, sealed, &what)
+            .ok()
+            .filter(|enc| {
+                blob::decode(enc, &e.id, e.raw_len, &what).is_ok_and(|data| {
+                    let h = match e.kind {
+                        BlobKind::Tree => repo.keys().tree_id(&data),
+                        _ => repo.keys().chunk_id(&data),
+                    };
+                    h == e.id
+                })
+            });
+        match whole {
+            Some(enc) => good.push((e.id, e.kind, e.raw_len, enc)),
+            None => {
+                lost.insert(e.id);
+            }
         }
     }
-    Ok((bytes.len() as u64, name_ok, lost))
+    Ok(WholePack {
+        size: bytes.len() as u64,
+        name_ok,
+        good,
+        lost,
+    })
+}
+
+/// Why a pack read whole is damaged, or `None` if it is whole.
+pub(crate) fn why_damaged(w: &WholePack) -> Option<String> {
+    let mut why = Vec::new();
+    if !w.name_ok {
+        why.push("its bytes do not hash to its name".to_string());
+    }
+    if !w.lost.is_empty() {
+        why.push(format!(
+            "{} of its blobs fail authentication or their hash",
+            w.lost.len()
+        ));
+    }
+    (!why.is_empty()).then(|| why.join("; "))
 }
 
 struct Walk<'a, 'r> {

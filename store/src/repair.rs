@@ -23,7 +23,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::backend::Backend;
-use crate::blob::{self, BlobKind};
+use crate::blob::BlobKind;
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::pack::{self, PackBuilder};
@@ -162,47 +162,12 @@ type Good = Vec<(BlobId, BlobKind, u32, Vec<u8>)>;
 /// Reads a pack whole. `None` when it is whole; otherwise why, the blobs that are still
 /// whole (encoded, ready to seal again), and how many were lost.
 fn read_whole(repo: &Repo, id: &PackId) -> Result<Option<(String, Good, usize)>> {
-    let what = format!("pack {}", id.short());
-    let bytes = repo.backend().read(&pack_name(id))?;
-    let name_ok = blake3::hash(&bytes).as_bytes() == &id.0;
-    let (key, toc) = match pack::open_pack(repo.keys(), &bytes, &what) {
-        Ok(x) => x,
+    let w = match crate::check::read_pack(repo, id) {
+        Ok(w) => w,
         Err(e @ Error::Corrupt { .. }) => return Ok(Some((e.to_string(), Vec::new(), 0))),
         Err(e) => return Err(e),
     };
-    let mut good = Vec::new();
-    let mut lost = 0;
-    for (slot, e) in toc.iter().enumerate() {
-        let sealed = &bytes[e.offset as usize..e.offset as usize + e.stored_len as usize];
-        let whole = blob::open_encoded(&key, slot as u32, &e.id, e.kind, e.raw_len, sealed, &what)
-            .ok()
-            .filter(|enc| {
-                blob::decode(enc, &e.id, e.raw_len, &what).is_ok_and(|data| {
-                    let h = match e.kind {
-                        BlobKind::Tree => repo.keys().tree_id(&data),
-                        _ => repo.keys().chunk_id(&data),
-                    };
-                    h == e.id
-                })
-            });
-        match whole {
-            Some(enc) => good.push((e.id, e.kind, e.raw_len, enc)),
-            None => lost += 1,
-        }
-    }
-    if name_ok && lost == 0 {
-        return Ok(None);
-    }
-    let mut why = Vec::new();
-    if !name_ok {
-        why.push("its bytes do not hash to its name".to_string());
-    }
-    if lost > 0 {
-        why.push(format!(
-            "{lost} of its blobs fail authentication or their hash"
-        ));
-    }
-    Ok(Some((why.join("; "), good, lost)))
+    Ok(crate::check::why_damaged(&w).map(|why| (why, w.good, w.lost.len())))
 }
 
 fn write_pack(backend: &Arc<dyn Backend>, b: PackBuilder) -> Result<()> {

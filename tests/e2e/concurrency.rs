@@ -16,21 +16,6 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-/// A repository with 1 MiB packs, so forgetting a snapshot frees whole packs.
-fn init_small_packs() -> Fixture {
-    let f = Fixture::empty();
-    assert_ok(&f.run(&[
-        "init",
-        "--kdf-memory",
-        "8192",
-        "--kdf-iterations",
-        "1",
-        "--pack-size",
-        "1",
-    ]));
-    f
-}
-
 /// A file whose creation lets gated commands go on. Dropping it opens it too, so a failing
 /// test never leaves a backup (and a prune waiting for that backup) blocked for ever.
 struct Gate(PathBuf);
@@ -347,7 +332,7 @@ fn backup_racing_a_state_transition_both_succeed_and_both_restore() {
 
 #[test]
 fn backups_racing_forget_prune_lose_nothing() {
-    let f = init_small_packs();
+    let f = Fixture::small_packs();
     // Five snapshots of service "old": a tree (a file of its own and one shared by all) and
     // a dump of its own.
     let site = f.path("site");

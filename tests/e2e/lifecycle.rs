@@ -59,23 +59,9 @@ fn pack_bytes(f: &Fixture) -> u64 {
         .sum()
 }
 
-fn init_small_packs() -> Fixture {
-    let f = Fixture::empty();
-    assert_ok(&f.run(&[
-        "init",
-        "--kdf-memory",
-        "8192",
-        "--kdf-iterations",
-        "1",
-        "--pack-size",
-        "1",
-    ]));
-    f
-}
-
 #[test]
 fn forget_and_prune_free_what_stats_predicted_and_kept_snapshots_restore() {
-    let f = init_small_packs();
+    let f = Fixture::small_packs();
     let ids = revisions(&f, 5);
     assert_eq!(ids.len(), 10);
     // Forget both snapshots of r1 and r2 and the first of r3.
@@ -179,7 +165,7 @@ fn check_read_data_names_every_file_a_flipped_byte_damages() {
 
 #[test]
 fn four_quarter_subset_checks_together_verify_every_pack() {
-    let f = init_small_packs();
+    let f = Fixture::small_packs();
     let src = f.path("d");
     fs::create_dir_all(&src).unwrap();
     for i in 0..30 {
@@ -208,7 +194,7 @@ fn four_quarter_subset_checks_together_verify_every_pack() {
 
 #[test]
 fn prune_killed_at_20_random_moments_leaves_a_whole_repository() {
-    let f = init_small_packs();
+    let f = Fixture::small_packs();
     let keep_src = f.path("keep");
     fs::create_dir_all(&keep_src).unwrap();
     for i in 0..4 {
@@ -286,7 +272,7 @@ fn prune_killed_at_20_random_moments_leaves_a_whole_repository() {
 
 #[test]
 fn backup_and_prune_at_the_same_time_both_succeed() {
-    let f = init_small_packs();
+    let f = Fixture::small_packs();
     let a = f.path("a");
     fs::create_dir_all(&a).unwrap();
     for i in 0..20 {

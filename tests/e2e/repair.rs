@@ -15,16 +15,7 @@ fn content(i: u64) -> Vec<u8> {
 /// A repository (1 MiB packs, so the files spread over several) with one labelled snapshot
 /// of FILES files, a hard link to the first, and a small file.
 fn setup() -> (Fixture, String) {
-    let f = Fixture::empty();
-    assert_ok(&f.run(&[
-        "init",
-        "--kdf-memory",
-        "8192",
-        "--kdf-iterations",
-        "1",
-        "--pack-size",
-        "1",
-    ]));
+    let f = Fixture::small_packs();
     let src = f.path("src");
     fs::create_dir_all(src.join("d")).unwrap();
     for i in 0..FILES {

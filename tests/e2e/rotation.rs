@@ -80,7 +80,10 @@ fn after_key_rotate_new_data_is_sealed_under_a_key_the_old_key_file_lacks() {
     fs::write(src2.join("new.bin"), pseudo_data(400_000, 2)).unwrap();
     let new_snap = f.backup(&[src2.to_str().unwrap()]);
     let gens = generations_below(&f.repo().join("packs"));
-    assert!(gens.contains(&0) && gens.contains(&1), "packs of generations {gens:?}");
+    assert!(
+        gens.contains(&0) && gens.contains(&1),
+        "packs of generations {gens:?}"
+    );
     assert_eq!(
         generation(&f.repo().join(format!("snapshots/{new_snap}"))),
         1
@@ -132,7 +135,10 @@ fn after_key_rotate_new_data_is_sealed_under_a_key_the_old_key_file_lacks() {
     let out = f.run(&["prune", "--reseal", "--json"]);
     assert_ok(&out);
     let gens = generations_below(&f.repo().join("packs"));
-    assert!(gens.iter().all(|g| *g == 1), "packs of generations {gens:?}");
+    assert!(
+        gens.iter().all(|g| *g == 1),
+        "packs of generations {gens:?}"
+    );
     let out = former(&[
         "restore",
         &old_snap,

@@ -18,9 +18,21 @@ pub struct Fixture {
 impl Fixture {
     /// A new, initialised repository (light KDF so the tests stay quick).
     pub fn new() -> Self {
+        Self::init_with(&[])
+    }
+
+    /// A new repository with 1 MiB packs, so that files spread over several packs and
+    /// forgetting a snapshot frees whole packs.
+    pub fn small_packs() -> Self {
+        Self::init_with(&["--pack-size", "1"])
+    }
+
+    /// A new repository, `init` given these options too.
+    pub fn init_with(options: &[&str]) -> Self {
         let f = Self::empty();
-        let out = f.run(&["init", "--kdf-memory", "8192", "--kdf-iterations", "1"]);
-        assert_ok(&out);
+        let mut args = vec!["init", "--kdf-memory", "8192", "--kdf-iterations", "1"];
+        args.extend_from_slice(options);
+        assert_ok(&f.run(&args));
         f
     }
 

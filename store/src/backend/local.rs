@@ -37,6 +37,15 @@ impl LocalBackend {
     }
 }
 
+/// A missing file as [`Error::NotFound`] (callers tell "gone meanwhile" from "unreadable").
+fn missing_or_io(p: &Path, e: std::io::Error) -> Error {
+    if e.kind() == ErrorKind::NotFound {
+        Error::NotFound(format!("{} is missing", p.display()))
+    } else {
+        Error::io(p, e)
+    }
+}
+
 fn sync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -46,24 +55,12 @@ fn sync_dir(dir: &Path) -> Result<()> {
 impl Backend for LocalBackend {
     fn read(&self, name: &str) -> Result<Vec<u8>> {
         let p = self.path(name);
-        fs::read(&p).map_err(|e| {
-            if e.kind() == ErrorKind::NotFound {
-                Error::NotFound(format!("{} is missing", p.display()))
-            } else {
-                Error::io(&p, e)
-            }
-        })
+        fs::read(&p).map_err(|e| missing_or_io(&p, e))
     }
 
     fn read_at(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let p = self.path(name);
-        let f = File::open(&p).map_err(|e| {
-            if e.kind() == ErrorKind::NotFound {
-                Error::NotFound(format!("{} is missing", p.display()))
-            } else {
-                Error::io(&p, e)
-            }
-        })?;
+        let f = File::open(&p).map_err(|e| missing_or_io(&p, e))?;
         let size = f.metadata().map_err(|e| Error::io(&p, e))?.len();
         if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(Error::corrupt(
@@ -79,14 +76,7 @@ impl Backend for LocalBackend {
 
     fn size(&self, name: &str) -> Result<u64> {
         let p = self.path(name);
-        let md = fs::metadata(&p).map_err(|e| {
-            if e.kind() == ErrorKind::NotFound {
-                Error::NotFound(format!("{} is missing", p.display()))
-            } else {
-                Error::io(&p, e)
-            }
-        })?;
-        Ok(md.len())
+        Ok(fs::metadata(&p).map_err(|e| missing_or_io(&p, e))?.len())
     }
 
     fn write(&self, name: &str, data: &[u8]) -> Result<()> {
