@@ -10,4 +10,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = serde_json::from_slice::<Config>(data);
     let keys = Keys::derive(&MasterKey::from_bytes([1; 32]));
     let _ = Config::open(&keys, data);
+    // With generation keys: a header's key generation picks among them, or is refused.
+    let rotated = Keys::derive_with(
+        &MasterKey::from_bytes([1; 32]),
+        &[MasterKey::from_bytes([2; 32])],
+    );
+    let _ = Config::open(&rotated, data);
 });

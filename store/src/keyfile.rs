@@ -193,7 +193,27 @@ pub fn open(bytes: &[u8], password: &[u8], what: &str) -> Result<Option<(Unwrapp
         return Ok(None);
     };
     let payload = Zeroizing::new(payload);
-    let mut r = Reader::new(&payload, what);
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    let (unwrapped, created_ns, host, user) = decode_payload(&payload, version, what)?;
+    Ok(Some((
+        unwrapped,
+        KeyFile {
+            kdf,
+            created_ns,
+            host,
+            user,
+        },
+    )))
+}
+
+/// Parses an opened key-file payload of `version`: what it wraps, the creation time, host
+/// and user.
+pub fn decode_payload(
+    payload: &[u8],
+    version: u16,
+    what: &str,
+) -> Result<(Unwrapped, i64, String, String)> {
+    let mut r = Reader::new(payload, what);
     let master = MasterKey::from_bytes(r.array()?);
     let created_ns = r.i64()?;
     let mut strings = Vec::new();
@@ -202,7 +222,7 @@ pub fn open(bytes: &[u8], password: &[u8], what: &str) -> Result<Option<(Unwrapp
         strings.push(String::from_utf8_lossy(r.bytes(n)?).into_owned());
     }
     let mut generations = Vec::new();
-    if u16::from_le_bytes([bytes[8], bytes[9]]) >= 2 {
+    if version >= 2 {
         let n = r.u16()? as usize;
         if n == 0 || n > MAX_GENERATIONS {
             return Err(Error::corrupt(
@@ -217,16 +237,13 @@ pub fn open(bytes: &[u8], password: &[u8], what: &str) -> Result<Option<(Unwrapp
     r.finish()?;
     let user = strings.pop().unwrap_or_default();
     let host = strings.pop().unwrap_or_default();
-    Ok(Some((
+    Ok((
         Unwrapped {
             master,
             generations,
         },
-        KeyFile {
-            kdf,
-            created_ns,
-            host,
-            user,
-        },
-    )))
+        created_ns,
+        host,
+        user,
+    ))
 }
