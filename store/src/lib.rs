@@ -27,6 +27,7 @@ pub mod codec;
 pub mod command;
 pub mod config;
 pub mod crypto;
+pub mod delta;
 pub mod envelope;
 pub mod error;
 pub mod events;
