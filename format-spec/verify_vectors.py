@@ -32,6 +32,7 @@ VECTORS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vectors")
 CONTEXTS = {
     "chunk-id-key": "cairn 2026 chunk id",
     "tree-id-key": "cairn 2026 tree id",
+    "run-id-key": "cairn 2026 run id",
     "label-key": "cairn 2026 label",
     "seal-key": "cairn 2026 seal",
     "gear-key": "cairn 2026 gear",
@@ -396,7 +397,7 @@ def decode_tree(buf):
             parts = []
             for _ in range(r.count("I", 37)):
                 (pk,) = r.unpack("B")
-                if pk != 0:
+                if pk > 1:
                     raise Refused("newer-format", f"part kind {pk}")
                 parts.append((pk, r.take(32), r.unpack("I")[0]))
             e["parts"] = parts

@@ -28,7 +28,7 @@ use crate::id::{BlobId, SnapshotId};
 use crate::pack::PackBuilder;
 use crate::repo::{Repo, pack_name};
 use crate::snapshot::{SNAPSHOT_VERSION, Snapshot, Summary};
-use crate::tree::{Entry, Node, Part, Tree};
+use crate::tree::{Entry, Node, PART_CHUNK, PART_IN_RUN, Part, Tree};
 
 const BATCH_BYTES: usize = 16 * 1024 * 1024;
 
@@ -98,6 +98,9 @@ pub struct BackupOptions {
     pub revision: Option<String>,
     /// Tags.
     pub tags: Vec<String>,
+    /// The snapshot whose versions of the same streams new ones are stored as delta runs
+    /// against (see `delta.rs`); `None` picks [`default_parent`].
+    pub parent: Option<SnapshotId>,
 }
 
 /// Hears about a backup's progress. Every method has a silent default.
@@ -133,6 +136,15 @@ pub fn backup(repo: &Repo, opts: BackupOptions, progress: &dyn Progress) -> Resu
     let started = Instant::now();
     let _lock = repo.lock(false, "backup")?;
     let mut a = Archiver::new(repo, progress)?;
+    let parent = match opts.parent {
+        Some(p) => Some(p),
+        None => default_parent(repo, &opts)?,
+    };
+    if let Some(p) = parent
+        && repo.config().delta.is_some()
+    {
+        a.load_parent(&p)?;
+    }
     let mut root: Vec<(Entry, Option<usize>)> = Vec::new();
     let mut names = HashSet::new();
     let mut shown = Vec::new();
@@ -192,7 +204,7 @@ pub fn backup(repo: &Repo, opts: BackupOptions, progress: &dyn Progress) -> Resu
         service: opts.service.clone(),
         revision: opts.revision.clone(),
         tags: opts.tags.clone(),
-        parent: None,
+        parent,
         summary,
     };
     let id = repo.save_snapshot(&snapshot)?;
@@ -201,6 +213,30 @@ pub fn backup(repo: &Repo, opts: BackupOptions, progress: &dyn Progress) -> Resu
         snapshot,
         warnings: a.warnings,
     })
+}
+
+/// The snapshot a backup's streams are delta-coded against when none is given: the newest
+/// with the same service label, or, without one, the newest with the same item names.
+pub fn default_parent(repo: &Repo, opts: &BackupOptions) -> Result<Option<SnapshotId>> {
+    let names: Vec<String> = opts
+        .items
+        .iter()
+        .map(|i| match i {
+            Item::Path { path, .. } => path.display().to_string(),
+            Item::Stream(s) => format!("<{}>", s.name),
+        })
+        .collect();
+    let mut best: Option<(i64, SnapshotId)> = None;
+    for (id, s) in repo.snapshots()? {
+        let same = match &opts.service {
+            Some(svc) => s.service.as_deref() == Some(svc),
+            None => s.service.is_none() && s.paths == names,
+        };
+        if same && best.is_none_or(|(t, _)| s.time_ns > t) {
+            best = Some((s.time_ns, id));
+        }
+    }
+    Ok(best.map(|(_, id)| id))
 }
 
 fn base_name(p: &Path) -> Result<Vec<u8>> {
@@ -235,6 +271,17 @@ struct Archiver<'r> {
     exclude: Vec<Vec<Vec<u8>>>,
     summary: Summary,
     warnings: Vec<String>,
+    /// The parent snapshot's root entries that are files, by name: what a stream of the same
+    /// name is delta-coded against.
+    parent_files: HashMap<Vec<u8>, Vec<Part>>,
+    /// Delta runs in the open pack and their members: indexed once the pack is.
+    pending_members: Vec<(BlobId, Vec<(BlobId, u32)>)>,
+    /// Chunks stored inside delta runs by this backup.
+    session_members: HashSet<BlobId>,
+    /// Decoded chunks of the parent, lately used (a run's bases overlap the next run's).
+    parent_cache: Vec<(BlobId, std::sync::Arc<Vec<u8>>)>,
+    /// Depths of runs met as bases.
+    run_depths: HashMap<BlobId, u8>,
 }
 
 impl<'r> Archiver<'r> {
@@ -254,6 +301,11 @@ impl<'r> Archiver<'r> {
             exclude: Vec::new(),
             summary: Summary::default(),
             warnings: Vec::new(),
+            parent_files: HashMap::new(),
+            pending_members: Vec::new(),
+            session_members: HashSet::new(),
+            parent_cache: Vec::new(),
+            run_depths: HashMap::new(),
         })
     }
 
@@ -428,15 +480,28 @@ impl<'r> Archiver<'r> {
     fn stream(&mut self, s: Stream) -> Result<(Entry, Option<usize>)> {
         let now = crate::now_ns();
         let chunker = self.stream_chunker.clone();
+        let parent = self
+            .parent_files
+            .get(s.name.as_bytes())
+            .filter(|parts| {
+                let len: u64 = parts.iter().map(|p| p.len as u64).sum();
+                self.repo.config().delta.is_some_and(|d| len >= d.min_file)
+            })
+            .cloned();
         let (slot, size) = match s.source {
-            StreamSource::Reader(r) => self
-                .data(r, &chunker)?
-                .map_err(|e| Error::io("<stdin>", e))?,
+            StreamSource::Reader(r) => match parent {
+                Some(p) => self.delta_data(r, &chunker, &p)?,
+                None => self.data(r, &chunker)?,
+            }
+            .map_err(|e| Error::io("<stdin>", e))?,
             StreamSource::Command(cmd) => {
                 let mut child = spawn(&cmd)?;
                 let cmd = cmd.display();
                 let out = child.stdout.take().expect("piped");
-                let read = self.data(out, &chunker);
+                let read = match parent {
+                    Some(p) => self.delta_data(out, &chunker, &p),
+                    None => self.data(out, &chunker),
+                };
                 let status = child.wait().map_err(|e| Error::CommandFailed {
                     command: cmd.clone(),
                     why: e.to_string(),
@@ -561,10 +626,225 @@ impl<'r> Archiver<'r> {
             }
         }
         for (i, (slot, data)) in items.iter().enumerate() {
+            let kind = self.part_kind(&ids[i])?;
             self.contents[*slot].push(Part {
-                kind: 0,
+                kind,
                 id: ids[i],
                 len: data.len() as u32,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether a known chunk is stored on its own or inside a delta run.
+    fn part_kind(&self, id: &BlobId) -> Result<u8> {
+        Ok(
+            if self.session_members.contains(id)
+                || (!self.session.contains(id) && self.repo.index().member(id)?.is_some())
+            {
+                PART_IN_RUN
+            } else {
+                PART_CHUNK
+            },
+        )
+    }
+
+    /// Reads the parent snapshot's root files (the streams a new stream can be delta-coded
+    /// against).
+    fn load_parent(&mut self, id: &SnapshotId) -> Result<()> {
+        let snap = match self.repo.load_snapshot(id) {
+            Ok(s) => s,
+            // Forgotten meanwhile: no parent, plain chunks.
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let root = self.repo.load_tree(&snap.tree)?;
+        for e in root.entries {
+            if let Node::File(parts) = e.node {
+                self.parent_files.insert(e.name, parts);
+            }
+        }
+        Ok(())
+    }
+
+    /// A chunk of the parent, decoded (kept for the next runs, up to 64 MiB).
+    fn parent_chunk(&mut self, id: &BlobId) -> Result<std::sync::Arc<Vec<u8>>> {
+        if let Some(i) = self.parent_cache.iter().position(|(c, _)| c == id) {
+            return Ok(self.parent_cache[i].1.clone());
+        }
+        let data = std::sync::Arc::new(self.repo.read_chunk(id)?);
+        let mut total: usize = self.parent_cache.iter().map(|(_, d)| d.len()).sum();
+        while total + data.len() > 64 << 20 && !self.parent_cache.is_empty() {
+            total -= self.parent_cache.remove(0).1.len();
+        }
+        self.parent_cache.push((*id, data.clone()));
+        Ok(data)
+    }
+
+    /// How deep a chunk is: 0 on its own, else the depth of the run holding it.
+    fn chunk_depth(&mut self, id: &BlobId) -> Result<u8> {
+        let Some((run, _, _)) = self.repo.index().member(id)? else {
+            return Ok(0);
+        };
+        if let Some(d) = self.run_depths.get(&run) {
+            return Ok(*d);
+        }
+        let d = self.repo.run_header(&run)?.depth;
+        self.run_depths.insert(run, d);
+        Ok(d)
+    }
+
+    /// Chunks a stream that has a version in the parent: chunks the parent (or anything
+    /// else) already holds are referenced; consecutive new chunks are stored as delta runs
+    /// against the stretch of the parent's version where they are predicted to be, from the
+    /// last chunk both share (see `delta.rs`).
+    fn delta_data<R: Read>(
+        &mut self,
+        reader: R,
+        chunker: &Chunker,
+        parent: &[Part],
+    ) -> Result<std::io::Result<(usize, u64)>> {
+        // Other files' chunks in the batch go first, so each file's parts stay in order.
+        self.flush()?;
+        let slot = self.contents.len();
+        self.contents.push(Vec::new());
+        let mut starts = Vec::with_capacity(parent.len());
+        let mut at = 0u64;
+        let mut where_parent: HashMap<BlobId, usize> = HashMap::new();
+        for (i, p) in parent.iter().enumerate() {
+            starts.push(at);
+            where_parent.entry(p.id).or_insert(i);
+            at += p.len as u64;
+        }
+        let parent_len = at;
+        let mut stream = chunker.stream(reader);
+        let mut total = 0u64;
+        // (offset in the new stream, offset in the parent) just after the last shared chunk.
+        let mut anchor = (0u64, 0u64);
+        let mut run: Vec<(BlobId, Vec<u8>)> = Vec::new();
+        let mut run_start = 0u64;
+        loop {
+            let chunk = match stream.next_chunk() {
+                Ok(Some(c)) => c,
+                Ok(None) => break,
+                Err(e) => return Ok(Err(e)),
+            };
+            let len = chunk.len() as u64;
+            self.progress.bytes(len);
+            let id = self.repo.keys().chunk_id(&chunk);
+            if self.known(&id)? {
+                let r = std::mem::take(&mut run);
+                self.store_run(slot, r, run_start, anchor, parent, &starts, parent_len)?;
+                let kind = self.part_kind(&id)?;
+                self.contents[slot].push(Part {
+                    kind,
+                    id,
+                    len: len as u32,
+                });
+                if let Some(&i) = where_parent.get(&id) {
+                    anchor = (total + len, starts[i] + parent[i].len as u64);
+                }
+            } else {
+                let run_len: u64 = run.iter().map(|(_, c)| c.len() as u64).sum();
+                let max = self.repo.config().delta.map_or(0, |d| d.run_max) as u64;
+                if !run.is_empty() && run_len + len > max {
+                    let r = std::mem::take(&mut run);
+                    self.store_run(slot, r, run_start, anchor, parent, &starts, parent_len)?;
+                }
+                if run.is_empty() {
+                    run_start = total;
+                }
+                // A chunk met twice in the same run is stored once (the second is known).
+                self.session.insert(id);
+                run.push((id, chunk));
+            }
+            total += len;
+        }
+        let r = std::mem::take(&mut run);
+        self.store_run(slot, r, run_start, anchor, parent, &starts, parent_len)?;
+        self.summary.bytes += total;
+        Ok(Ok((slot, total)))
+    }
+
+    /// Stores consecutive new chunks as one delta run against the parent's predicted
+    /// stretch, or as plain chunks when there is no stretch or the chain would get too deep.
+    #[allow(clippy::too_many_arguments)]
+    fn store_run(
+        &mut self,
+        slot: usize,
+        run: Vec<(BlobId, Vec<u8>)>,
+        run_start: u64,
+        anchor: (u64, u64),
+        parent: &[Part],
+        starts: &[u64],
+        parent_len: u64,
+    ) -> Result<()> {
+        if run.is_empty() {
+            return Ok(());
+        }
+        let d = self.repo.config().delta.expect("delta runs are on");
+        let run_len: u64 = run.iter().map(|(_, c)| c.len() as u64).sum();
+        let pred = (anchor.1 + (run_start - anchor.0)).min(parent_len);
+        let lo = pred.saturating_sub(d.slack as u64);
+        let hi = (pred + run_len + d.slack as u64)
+            .min(parent_len)
+            .min(lo + crate::delta::MAX_PREFIX as u64);
+        let first = starts.partition_point(|s| *s <= lo).saturating_sub(1);
+        let last = starts.partition_point(|s| *s < hi);
+        let mut depth = 0u8;
+        if hi > lo {
+            for p in &parent[first..last] {
+                depth = depth.max(self.chunk_depth(&p.id)?);
+            }
+        }
+        if hi <= lo || depth >= d.chain_max || last - first > crate::delta::MAX_BASES {
+            // A re-base: these chunks are stored whole, and chains through them end here.
+            for (id, data) in run {
+                let enc = blob::encode(&data, self.level);
+                self.add_blob(id, BlobKind::Data, data.len() as u32, &enc)?;
+                self.contents[slot].push(Part {
+                    kind: PART_CHUNK,
+                    id,
+                    len: data.len() as u32,
+                });
+            }
+            return Ok(());
+        }
+        let mut prefix = Vec::with_capacity((hi - lo) as usize);
+        for (p, s) in parent[first..last].iter().zip(&starts[first..last]) {
+            let bytes = self.parent_chunk(&p.id)?;
+            let from = lo.saturating_sub(*s) as usize;
+            let to = ((hi.min(s + p.len as u64)) - s) as usize;
+            prefix.extend_from_slice(&bytes[from.min(to)..to]);
+        }
+        let mut bytes = Vec::with_capacity(run_len as usize);
+        for (_, c) in &run {
+            bytes.extend_from_slice(c);
+        }
+        let run_id = self.repo.keys().run_id(&bytes);
+        let h = crate::delta::RunHeader {
+            depth: depth + 1,
+            members: run.iter().map(|(id, c)| (*id, c.len() as u32)).collect(),
+            bases: parent[first..last].iter().map(|p| (p.id, p.len)).collect(),
+            skip: (lo - starts[first]) as u32,
+            prefix_len: (hi - lo) as u32,
+        };
+        if !self.known(&run_id)? {
+            let enc = crate::delta::encode(&h, &bytes, &prefix, d.level)?;
+            self.session.insert(run_id);
+            self.pending_members.push((run_id, h.members.clone()));
+            self.add_blob(run_id, BlobKind::DeltaRun, run_len as u32, &enc)?;
+        } else if !self.session.contains(&run_id) {
+            // Stored before (its chunks were not known, so its member records are missing,
+            // say an index written by an older process): record them now.
+            self.repo.index().add_members(&run_id, &h.members)?;
+        }
+        for (id, c) in run {
+            self.session_members.insert(id);
+            self.contents[slot].push(Part {
+                kind: PART_IN_RUN,
+                id,
+                len: c.len() as u32,
             });
         }
         Ok(())
@@ -595,9 +875,10 @@ impl<'r> Archiver<'r> {
         }
         let (id, bytes, entries) = pack.finish();
         self.repo.backend().write(&pack_name(&id), &bytes)?;
+        let runs = std::mem::take(&mut self.pending_members);
         self.repo
             .index()
-            .add_pack(&id, bytes.len() as u64, &entries)?;
+            .add_pack_with_members(&id, bytes.len() as u64, &entries, &runs)?;
         self.summary.added_bytes += bytes.len() as u64;
         Ok(())
     }

@@ -111,10 +111,20 @@ pub fn check(repo: &Repo, read: ReadData, progress: &dyn Progress) -> Result<Rep
         by_pack.entry(loc.pack).or_default().push((*id, *loc));
     })?;
     r.blobs = by_pack.values().map(Vec::len).sum();
-    let indexed_blobs: IdSet<BlobId> = by_pack
+    let mut indexed_blobs: IdSet<BlobId> = by_pack
         .values()
         .flat_map(|v| v.iter().map(|(b, _)| *b))
         .collect();
+    // Chunks inside delta runs: indexed if their run is; lost with their run.
+    let mut member_run: HashMap<BlobId, BlobId> = HashMap::new();
+    repo.index().for_each_member(|m, run| {
+        member_run.insert(*m, *run);
+    })?;
+    for (m, run) in &member_run {
+        if indexed_blobs.contains(run) {
+            indexed_blobs.insert(*m);
+        }
+    }
     let indexed: HashSet<PackId> = repo.index().packs()?.into_iter().map(|p| p.0).collect();
     let pending = repo.pending_deletion()?;
     let mut on_disk = Vec::new();
@@ -205,6 +215,11 @@ pub fn check(repo: &Repo, read: ReadData, progress: &dyn Progress) -> Result<Rep
     for (pack, (_, blobs)) in &bad {
         for b in blobs {
             lost_blobs.insert(*b, *pack);
+        }
+    }
+    for (m, run) in &member_run {
+        if let Some(pack) = lost_blobs.get(run).copied() {
+            lost_blobs.insert(*m, pack);
         }
     }
     let mut affects: HashMap<PackId, Vec<Affected>> = HashMap::new();
@@ -323,6 +338,10 @@ pub(crate) fn read_pack(repo: &Repo, id: &PackId) -> Result<WholePack> {
         let whole = blob::open_encoded(&key, slot as u32, &e.id, e.kind, e.raw_len, sealed, &what)
             .ok()
             .filter(|enc| {
+                if e.kind == BlobKind::DeltaRun {
+                    // Decoded against its bases, which may be in other packs.
+                    return repo.decode_run(&e.id, enc, u8::MAX, &what).is_ok();
+                }
                 blob::decode(enc, &e.id, e.raw_len, &what).is_ok_and(|data| {
                     let h = match e.kind {
                         BlobKind::Tree => repo.keys().tree_id(&data),

@@ -9,8 +9,8 @@ use crate::error::{Error, Result};
 
 /// Largest config file accepted.
 pub const MAX_CONFIG_FILE: u64 = 64 * 1024;
-/// Config document version.
-pub const CONFIG_VERSION: u32 = 1;
+/// Config document version: 2 may name delta runs (`delta`); version 1 is still read.
+pub const CONFIG_VERSION: u32 = 2;
 
 /// Argon2id parameters for new key files.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -51,6 +51,38 @@ pub struct Config {
     pub pack_size: u32,
     /// Argon2id parameters for new key files.
     pub kdf: KdfParams,
+    /// Delta runs for new versions of large files (config version 2; absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaParams>,
+}
+
+/// How new versions of large files are stored as delta runs (see `delta.rs`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeltaParams {
+    /// Longest chain: a run is never more than this many levels deep; a run that would be
+    /// is stored as plain chunks instead (a re-base), so restoring any byte decodes at most
+    /// this many runs.
+    pub chain_max: u8,
+    /// zstd level of the runs.
+    pub level: i32,
+    /// Longest run in bytes.
+    pub run_max: u32,
+    /// Bytes of the previous version taken on each side of the predicted stretch.
+    pub slack: u32,
+    /// Files and streams shorter than this are not delta-coded.
+    pub min_file: u64,
+}
+
+impl Default for DeltaParams {
+    fn default() -> Self {
+        Self {
+            chain_max: 8,
+            level: 3,
+            run_max: 8 << 20,
+            slack: 256 << 10,
+            min_file: 1 << 20,
+        }
+    }
 }
 
 impl Config {
@@ -64,6 +96,7 @@ impl Config {
             zstd_level: 3,
             pack_size: 16 * 1024 * 1024,
             kdf,
+            delta: Some(DeltaParams::default()),
         }
     }
 
@@ -91,6 +124,15 @@ impl Config {
         crate::keyfile::check_bounds(c.kdf).map_err(|why| Error::corrupt("config", why))?;
         c.chunker_tree.validate()?;
         c.chunker_stream.validate()?;
+        if let Some(d) = c.delta
+            && (d.chain_max == 0
+                || !(1..=22).contains(&d.level)
+                || d.run_max == 0
+                || d.run_max > crate::delta::MAX_RUN
+                || d.slack > crate::delta::MAX_PREFIX / 4)
+        {
+            return Err(Error::corrupt("config", "delta values out of range"));
+        }
         if !(0..=22).contains(&c.zstd_level)
             || c.pack_size < 1024 * 1024
             || c.pack_size > 512 * 1024 * 1024

@@ -6,6 +6,7 @@
 //! ```text
 //! master ─┬─ "cairn 2026 chunk id"   → keyed BLAKE3 of chunk plaintext   (BlobId of data)
 //!         ├─ "cairn 2026 tree id"    → keyed BLAKE3 of tree plaintext    (BlobId of trees)
+//!         ├─ "cairn 2026 run id"     → keyed BLAKE3 of a delta run's bytes (BlobId of runs)
 //!         ├─ "cairn 2026 gear"       → XOF → the chunker's 256-entry gear table
 //!         ├─ "cairn 2026 label"      → keyed hashes used as index keys (service, revision)
 //!         └─ "cairn 2026 seal"       → with a random 32-byte salt per file → AES-256-GCM key
@@ -56,6 +57,7 @@ impl MasterKey {
 pub struct Keys {
     chunk_id: [u8; 32],
     tree_id: [u8; 32],
+    run_id: [u8; 32],
     label: [u8; 32],
     /// Seal keys by generation, oldest first: generation 0 from the master key, then one
     /// per generation key.
@@ -69,6 +71,7 @@ impl Keys {
         Self {
             chunk_id: blake3::derive_key("cairn 2026 chunk id", &master.0),
             tree_id: blake3::derive_key("cairn 2026 tree id", &master.0),
+            run_id: blake3::derive_key("cairn 2026 run id", &master.0),
             label: blake3::derive_key("cairn 2026 label", &master.0),
             seal: vec![blake3::derive_key("cairn 2026 seal", &master.0)],
             gear_seed: blake3::derive_key("cairn 2026 gear", &master.0),
@@ -98,6 +101,12 @@ impl Keys {
     /// The id of an encoded tree.
     pub fn tree_id(&self, data: &[u8]) -> crate::BlobId {
         crate::BlobId(*blake3::keyed_hash(&self.tree_id, data).as_bytes())
+    }
+
+    /// The id of a delta run, from its (decoded) bytes: distinct from the id of a chunk with
+    /// the same bytes, since a run of one chunk is both.
+    pub fn run_id(&self, data: &[u8]) -> crate::BlobId {
+        crate::BlobId(*blake3::keyed_hash(&self.run_id, data).as_bytes())
     }
 
     /// A keyed hash of a label (service name, revision) for use as an index key: the index

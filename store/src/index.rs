@@ -10,6 +10,8 @@
 //! 's' snapshot id [32]                    → label hash [16] | time i64 (ns)
 //! 'l' label hash [16] | time u64 BE | id  → (empty)   one per snapshot with service and revision
 //! 'v' pack id [32]                        → time i64 (ns): when `check` last read it whole
+//! 'm' chunk id [32]                       → run id [32] | offset u32 | length u32
+//!                                           a chunk stored inside a delta run (`delta.rs`)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -196,18 +198,105 @@ impl Index {
         }
     }
 
-    /// Whether a blob is indexed.
+    /// Whether a chunk or other blob is indexed, on its own or inside an indexed delta run.
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
-        Ok(self
-            .db()
-            .get_pinned(key(b'b', &id.0))
-            .map_err(ix)?
-            .is_some())
+        let db = self.db();
+        if db.get_pinned(key(b'b', &id.0)).map_err(ix)?.is_some() {
+            return Ok(true);
+        }
+        match db.get_pinned(key(b'm', &id.0)).map_err(ix)? {
+            Some(v) if v.len() == 40 => {
+                Ok(db.get_pinned(key(b'b', &v[..32])).map_err(ix)?.is_some())
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Drops the member records of delta runs that are no longer indexed (after their packs
+    /// were deleted); returns how many.
+    pub fn remove_dangling_members(&self) -> Result<u64> {
+        let mut batch = WriteBatch::default();
+        let mut n = 0;
+        {
+            let db = self.db();
+            for item in db.iterator(IteratorMode::From(b"m", Direction::Forward)) {
+                let (k, v) = item.map_err(ix)?;
+                if k.first() != Some(&b'm') {
+                    break;
+                }
+                if v.len() != 40 || db.get_pinned(key(b'b', &v[..32])).map_err(ix)?.is_none() {
+                    batch.delete(&k);
+                    n += 1;
+                }
+            }
+        }
+        if n > 0 {
+            self.write(batch)?;
+        }
+        Ok(n)
+    }
+
+    /// Where a chunk stored inside a delta run is: the run, its offset and length there.
+    pub fn member(&self, id: &BlobId) -> Result<Option<(BlobId, u32, u32)>> {
+        match self.db().get_pinned(key(b'm', &id.0)).map_err(ix)? {
+            Some(v) if v.len() == 40 => Ok(Some((
+                BlobId(v[..32].try_into().expect("32")),
+                u32::from_le_bytes(v[32..36].try_into().expect("4")),
+                u32::from_le_bytes(v[36..40].try_into().expect("4")),
+            ))),
+            Some(_) => Err(Error::Index(
+                "member entry of the wrong length: run `cairn index rebuild`".into(),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Records the chunks a delta run is made of (after the run's pack is indexed).
+    pub fn add_members(&self, run: &BlobId, members: &[(BlobId, u32)]) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        member_records(&mut batch, run, members);
+        self.write(batch)
+    }
+
+    /// Calls `f` for every chunk stored inside a delta run: its id and its run's.
+    pub fn for_each_member(&self, mut f: impl FnMut(&BlobId, &BlobId)) -> Result<()> {
+        let db = self.db();
+        for item in db.iterator(IteratorMode::From(b"m", Direction::Forward)) {
+            let (k, v) = item.map_err(ix)?;
+            if k.first() != Some(&b'm') {
+                break;
+            }
+            if k.len() != 33 || v.len() != 40 {
+                return Err(Error::Index(
+                    "member entry of the wrong length: run `cairn index rebuild`".into(),
+                ));
+            }
+            f(
+                &BlobId(k[1..].try_into().expect("32")),
+                &BlobId(v[..32].try_into().expect("32")),
+            );
+        }
+        Ok(())
     }
 
     /// Records a pack and all its blobs.
     pub fn add_pack(&self, id: &PackId, size: u64, entries: &[pack::Entry]) -> Result<()> {
+        self.add_pack_with_members(id, size, entries, &[])
+    }
+
+    /// Records a pack, all its blobs, and the chunks inside the delta runs in it, in one
+    /// write (a process killed in between must not leave runs whose chunks are unknown).
+    pub fn add_pack_with_members(
+        &self,
+        id: &PackId,
+        size: u64,
+        entries: &[pack::Entry],
+        runs: &[(BlobId, Vec<(BlobId, u32)>)],
+    ) -> Result<()> {
         let mut batch = WriteBatch::default();
+        for (run, members) in runs {
+            member_records(&mut batch, run, members);
+        }
         for (i, e) in entries.iter().enumerate() {
             let loc = Location {
                 pack: *id,
@@ -393,6 +482,7 @@ impl Index {
         let mut batch = WriteBatch::default();
         {
             let db = self.db();
+            let mut runs: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
             for item in db.iterator(IteratorMode::From(b"b", Direction::Forward)) {
                 let (k, v) = item.map_err(ix)?;
                 if k.first() != Some(&b'b') {
@@ -400,14 +490,33 @@ impl Index {
                 }
                 if v.len() >= 32 && gone.contains(&PackId(v[..32].try_into().expect("32"))) {
                     batch.delete(&k);
+                    if v.len() == 53 && v[52] == BlobKind::DeltaRun as u8 {
+                        runs.insert(k[1..].to_vec());
+                    }
                 }
             }
+            // The member records of the runs that go stay: a prune hides packs this way and
+            // may put them back; `contains` does not count a chunk whose run is gone, and
+            // `remove_dangling_members` drops such records once packs are deleted.
+            let _ = runs;
         }
         for p in &gone {
             batch.delete(key(b'p', &p.0));
         }
         self.write(batch)?;
         Ok(gone.len() as u64)
+    }
+}
+
+fn member_records(batch: &mut WriteBatch, run: &BlobId, members: &[(BlobId, u32)]) {
+    let mut off = 0u32;
+    for (id, len) in members {
+        let mut v = Vec::with_capacity(40);
+        v.extend_from_slice(&run.0);
+        v.extend_from_slice(&off.to_le_bytes());
+        v.extend_from_slice(&len.to_le_bytes());
+        batch.put(key(b'm', &id.0), v);
+        off += len;
     }
 }
 

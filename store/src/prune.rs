@@ -273,10 +273,17 @@ pub fn prune(repo: &Repo, opts: &Options, progress: &dyn Progress) -> Result<Rep
             let enc =
                 blob::open_encoded(&key, loc.slot, blob_id, e.kind, e.raw_len, sealed, &what)?;
             // Never move damage along: the data must decode and hash to its id.
-            let data = blob::decode(&enc, blob_id, e.raw_len, &what)?;
             let h = match e.kind {
-                blob::BlobKind::Tree => repo.keys().tree_id(&data),
-                _ => repo.keys().chunk_id(&data),
+                blob::BlobKind::DeltaRun => {
+                    repo.decode_run(blob_id, &enc, u8::MAX, &what)?;
+                    *blob_id
+                }
+                blob::BlobKind::Tree => repo
+                    .keys()
+                    .tree_id(&blob::decode(&enc, blob_id, e.raw_len, &what)?),
+                _ => repo
+                    .keys()
+                    .chunk_id(&blob::decode(&enc, blob_id, e.raw_len, &what)?),
             };
             if h != *blob_id {
                 return Err(Error::corrupt(
@@ -405,6 +412,7 @@ fn wait_verify_delete(
         repo.backend().remove(&pack_name(pack))?;
     }
     repo.backend().remove(name)?;
+    repo.index().remove_dangling_members()?;
     Ok(true)
 }
 
@@ -431,7 +439,7 @@ fn rescue(repo: &Repo, doomed: &mut Vec<PackId>, report: &mut Report) -> Result<
                 && toc.iter().any(|e| e.id == *id)
             {
                 let size = repo.backend().size(&pack_name(&pack))?;
-                repo.index().add_pack(&pack, size, toc)?;
+                repo.index_pack(&pack, size, toc)?;
                 doomed.retain(|p| *p != pack);
                 report.kept_back += 1;
                 return Ok(());
@@ -455,8 +463,27 @@ fn rescue(repo: &Repo, doomed: &mut Vec<PackId>, report: &mut Report) -> Result<
                 crate::tree::Node::Dir(sub) => stack.push(*sub),
                 crate::tree::Node::File(parts) => {
                     for part in parts {
-                        if seen.insert(part.id) {
-                            ensure(&part.id, doomed)?;
+                        if !seen.insert(part.id) {
+                            continue;
+                        }
+                        // A chunk inside a delta run needs the run and the run's bases.
+                        let mut chain = vec![part.id];
+                        while let Some(id) = chain.pop() {
+                            match repo.index().member(&id)? {
+                                Some((run, _, _)) => {
+                                    if seen.insert(run) {
+                                        ensure(&run, doomed)?;
+                                        if let Ok(h) = repo.run_header(&run) {
+                                            for (base, _) in h.bases {
+                                                if seen.insert(base) {
+                                                    chain.push(base);
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                                None => ensure(&id, doomed)?,
+                            }
                         }
                     }
                 }
@@ -473,7 +500,7 @@ fn unhide(repo: &Repo, packs: &[PackId]) -> Result<()> {
     for pack in packs {
         if let Ok(toc) = repo.pack_toc(pack) {
             let size = repo.backend().size(&pack_name(pack))?;
-            repo.index().add_pack(pack, size, &toc)?;
+            repo.index_pack(pack, size, &toc)?;
         }
     }
     Ok(())

@@ -58,7 +58,13 @@ pub struct Repo {
     index: Option<Index>,
     key_name: String,
     pack_keys: Mutex<HashMap<PackId, ObjectKey>>,
+    /// Delta runs decoded lately, newest last (restoring a dump reads each run's chunks in
+    /// turn, and a run's bases are often chunks of the run before).
+    runs: Mutex<Vec<(BlobId, Arc<Vec<u8>>)>>,
 }
+
+/// How many decoded delta runs a process keeps.
+const RUN_CACHE: usize = 8;
 
 fn whoami() -> String {
     std::env::var("USER")
@@ -172,6 +178,7 @@ impl Repo {
             index,
             key_name,
             pack_keys: Mutex::new(HashMap::new()),
+            runs: Mutex::new(Vec::new()),
         };
         if mode == Mode::Write {
             repo.sync_index()?;
@@ -280,9 +287,157 @@ impl Repo {
         })
     }
 
+    /// Indexes a pack from its table, and the chunks inside each delta run in it (read from
+    /// the run's header).
+    pub fn index_pack(&self, id: &PackId, size: u64, entries: &[pack::Entry]) -> Result<()> {
+        self.index().add_pack(id, size, entries)?;
+        for e in entries.iter().filter(|e| e.kind == BlobKind::DeltaRun) {
+            let h = self.run_header(&e.id)?;
+            self.index().add_members(&e.id, &h.members)?;
+        }
+        Ok(())
+    }
+
+    /// Reads a chunk of file data: a data blob of its own, or its slice of the delta run that
+    /// holds it; either way re-hashed against its id.
+    pub fn read_chunk(&self, id: &BlobId) -> Result<Vec<u8>> {
+        self.read_chunk_below(id, u8::MAX)
+    }
+
+    /// [`Repo::read_chunk`], refusing a chunk in a run deeper than `depth` (a run's bases must
+    /// be shallower than the run, which is what ends every chain, also in a hostile one).
+    fn read_chunk_below(&self, id: &BlobId, depth: u8) -> Result<Vec<u8>> {
+        if let Some(loc) = self.index().get(id)?
+            && loc.kind == BlobKind::Data
+        {
+            return self.read_blob(id);
+        }
+        let Some((run, off, len)) = self.index().member(id)? else {
+            return Err(Error::corrupt(
+                format!("chunk {}", id.short()),
+                "not in the index (its pack is missing; try `cairn index rebuild`)",
+            ));
+        };
+        let data = self.read_run_below(&run, depth)?;
+        let what = format!("delta run {}", run.short());
+        let slice = data
+            .get(off as usize..off as usize + len as usize)
+            .ok_or_else(|| {
+                Error::corrupt(&what, format!("chunk {} lies outside it", id.short()))
+            })?;
+        if self.keys.chunk_id(slice) != *id {
+            return Err(Error::corrupt(
+                &what,
+                format!("chunk {} does not hash to its id", id.short()),
+            ));
+        }
+        Ok(slice.to_vec())
+    }
+
+    /// The bytes of a delta run, decoded (and kept for the next reads).
+    pub fn read_run(&self, id: &BlobId) -> Result<Arc<Vec<u8>>> {
+        self.read_run_below(id, u8::MAX)
+    }
+
+    fn read_run_below(&self, id: &BlobId, depth: u8) -> Result<Arc<Vec<u8>>> {
+        if let Some(d) = self
+            .runs
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .find(|(r, _)| r == id)
+            .map(|(_, d)| d.clone())
+        {
+            return Ok(d);
+        }
+        let (enc, what) = self.read_encoded(id)?;
+        let (_, data) = self.decode_run(id, &enc, depth, &what)?;
+        let data = Arc::new(data);
+        let mut cache = self.runs.lock().expect("not poisoned");
+        if cache.len() >= RUN_CACHE {
+            cache.remove(0);
+        }
+        cache.push((*id, data.clone()));
+        Ok(data)
+    }
+
+    /// A blob's plaintext, authenticated but not decompressed, and a name for errors.
+    fn read_encoded(&self, id: &BlobId) -> Result<(Vec<u8>, String)> {
+        let loc = self.locate(id)?;
+        let what = format!("pack {}", loc.pack.short());
+        let sealed = self
+            .backend
+            .read_at(&pack_name(&loc.pack), loc.offset, loc.stored_len as u64)
+            .map_err(|e| match e {
+                Error::NotFound(_) => Error::corrupt(&what, "pack file is missing"),
+                e => e,
+            })?;
+        let key = self.pack_key(&loc.pack)?;
+        let enc = blob::open_encoded(&key, loc.slot, id, loc.kind, loc.raw_len, &sealed, &what)?;
+        Ok((enc, what))
+    }
+
+    /// The header of a delta run (its members and bases).
+    pub fn run_header(&self, id: &BlobId) -> Result<crate::delta::RunHeader> {
+        let (enc, what) = self.read_encoded(id)?;
+        Ok(crate::delta::parse(&enc, &what)?.0)
+    }
+
+    /// Decodes a delta run from its plaintext: its bases first (each shallower than `depth`
+    /// allows), then the run against them; checks it hashes to `id`.
+    pub fn decode_run(
+        &self,
+        id: &BlobId,
+        enc: &[u8],
+        depth: u8,
+        what: &str,
+    ) -> Result<(crate::delta::RunHeader, Vec<u8>)> {
+        let (h, frame) = crate::delta::parse(enc, what)?;
+        if h.depth > depth {
+            return Err(Error::corrupt(
+                what,
+                format!(
+                    "delta run {} is {} deep where at most {depth} can be (a chain that loops?)",
+                    id.short(),
+                    h.depth
+                ),
+            ));
+        }
+        let (lo, hi) = (h.skip as u64, h.skip as u64 + h.prefix_len as u64);
+        let mut prefix = Vec::with_capacity(h.prefix_len as usize);
+        let mut at = 0u64;
+        for (base, len) in &h.bases {
+            let end = at + *len as u64;
+            if end > lo && at < hi {
+                let bytes = self.read_chunk_below(base, h.depth - 1)?;
+                if bytes.len() != *len as usize {
+                    return Err(Error::corrupt(
+                        what,
+                        format!("base chunk {} is not {len} bytes", base.short()),
+                    ));
+                }
+                let from = lo.saturating_sub(at) as usize;
+                let to = (hi.min(end) - at) as usize;
+                prefix.extend_from_slice(&bytes[from..to]);
+            }
+            at = end;
+        }
+        let data = crate::delta::decode(frame, &prefix, h.run_len(), what)?;
+        if self.keys.run_id(&data) != *id {
+            return Err(Error::corrupt(
+                what,
+                format!("delta run {} does not hash to its id", id.short()),
+            ));
+        }
+        Ok((h, data))
+    }
+
     /// Reads, authenticates, decompresses and re-hashes a blob.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
+        if loc.kind == BlobKind::DeltaRun {
+            return Ok(self.read_run(id)?.to_vec());
+        }
         let what = format!("pack {}", loc.pack.short());
         let sealed = self
             .backend
@@ -490,8 +645,11 @@ impl Repo {
             }
             match self.pack_toc(&id) {
                 Ok(entries) => {
-                    self.index()
-                        .add_pack(&id, self.backend.size(&name)?, &entries)?;
+                    // A damaged delta run leaves its chunks unindexed; `check` names them.
+                    match self.index_pack(&id, self.backend.size(&name)?, &entries) {
+                        Err(e) if damage(&e) => report.damaged.push((name, e.to_string())),
+                        r => r?,
+                    }
                     report.packs_added += 1;
                 }
                 Err(e) if strict && !damage(&e) => return Err(e),
@@ -507,6 +665,7 @@ impl Repo {
             .collect();
         if !gone.is_empty() {
             report.packs_removed = self.index().remove_packs(&gone)?;
+            self.index().remove_dangling_members()?;
         }
         let snaps: std::collections::HashSet<SnapshotId> =
             self.snapshot_ids()?.into_iter().collect();

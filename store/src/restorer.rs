@@ -105,7 +105,7 @@ pub fn write_parts(
     let mut n = 0u64;
     for p in parts {
         let data = repo
-            .read_blob(&p.id)
+            .read_chunk(&p.id)
             .map_err(|e| Error::corrupt(what, format!("cannot be read: {e}")))?;
         if data.len() != p.len as usize {
             return Err(Error::corrupt(

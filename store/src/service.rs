@@ -126,6 +126,7 @@ fn take_dump(
         service: Some(svc.name.clone()),
         revision: Some(revision.to_string()),
         tags: tags.iter().map(|t| t.to_string()).collect(),
+        parent: None,
     };
     let r = archiver::backup(repo, opts, report)?;
     if !r.warnings.is_empty() {

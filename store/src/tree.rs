@@ -31,10 +31,16 @@ pub enum Node {
     Fifo,
 }
 
+/// A part that is a chunk stored on its own, as a data blob.
+pub const PART_CHUNK: u8 = 0;
+/// A part that is a chunk stored inside a delta run (found through the index's member
+/// records; see `delta.rs`).
+pub const PART_IN_RUN: u8 = 1;
+
 /// One stretch of a file's data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Part {
-    /// 0: a data chunk. 1 (reserved): a delta run.
+    /// [`PART_CHUNK`] or [`PART_IN_RUN`].
     pub kind: u8,
     /// The blob holding it.
     pub id: BlobId,
@@ -170,11 +176,11 @@ impl Tree {
                     let mut parts = Vec::with_capacity(np);
                     for _ in 0..np {
                         let kind = r.u8()?;
-                        if kind != 0 {
+                        if kind > PART_IN_RUN {
                             return Err(crate::Error::NewerFormat {
                                 what: what.into(),
                                 found: kind.into(),
-                                supported: 0,
+                                supported: PART_IN_RUN.into(),
                             });
                         }
                         parts.push(Part {

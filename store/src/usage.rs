@@ -117,6 +117,7 @@ impl Usage {
     /// Walks every snapshot in `snaps` (id and root tree); `selected[i]` marks a selection.
     pub fn compute(repo: &Repo, snaps: &[(SnapshotId, BlobId)], selected: &[bool]) -> Result<Self> {
         let sizes = index_sizes(repo)?;
+        let mut runs = Runs::load(repo)?;
         let mut cache = TreeCache::new(repo);
         // Per blob: how many snapshots reach it, how many selected ones, and the last one.
         let mut refs: IdMap<BlobId, (u32, u32, u32)> = IdMap::default();
@@ -124,6 +125,8 @@ impl Usage {
         for (i, (_, root)) in snaps.iter().enumerate() {
             let mut mine = IdSet::default();
             cache.reach(root, &mut mine)?;
+            // A snapshot holding chunks inside delta runs needs the runs and their bases.
+            runs.expand(repo, &mut mine)?;
             let sel = selected.get(i).copied().unwrap_or(false) as u32;
             for b in mine {
                 let r = refs.entry(b).or_insert((0, 0, 0));
@@ -140,7 +143,10 @@ impl Usage {
         let mut missing = 0;
         for (b, (n, sel, last)) in &refs {
             let Some((raw, stored)) = sizes.get(b) else {
-                missing += 1;
+                // A chunk inside a delta run costs nothing of its own.
+                if !runs.is_member(b) {
+                    missing += 1;
+                }
                 continue;
             };
             total.add(*raw, *stored);
@@ -160,12 +166,72 @@ impl Usage {
     }
 }
 
-/// Every blob the given root trees reach.
+/// Every blob the given root trees reach: trees, chunks, the delta runs holding chunks, and
+/// the bases those runs are decoded against (whatever snapshot those came from).
 pub fn reachable(repo: &Repo, roots: &[BlobId]) -> Result<IdSet<BlobId>> {
     let mut cache = TreeCache::new(repo);
     let mut out = IdSet::default();
     for r in roots {
         cache.reach(r, &mut out)?;
     }
+    add_runs(repo, &mut out)?;
     Ok(out)
+}
+
+/// Adds to `set` the delta runs holding chunks in it, and (recursively) their bases.
+pub fn add_runs(repo: &Repo, set: &mut IdSet<BlobId>) -> Result<()> {
+    Runs::load(repo)?.expand(repo, set)
+}
+
+/// Which delta run each chunk stored inside one belongs to, and each run's bases (read from
+/// run headers as needed, once).
+pub struct Runs {
+    member_run: HashMap<BlobId, BlobId>,
+    bases: HashMap<BlobId, Vec<BlobId>>,
+}
+
+impl Runs {
+    /// The member records of the index.
+    pub fn load(repo: &Repo) -> Result<Self> {
+        let mut member_run = HashMap::new();
+        repo.index().for_each_member(|m, run| {
+            member_run.insert(*m, *run);
+        })?;
+        Ok(Self {
+            member_run,
+            bases: HashMap::new(),
+        })
+    }
+
+    /// Whether a chunk is stored inside a delta run (its bytes are counted with the run's).
+    pub fn is_member(&self, id: &BlobId) -> bool {
+        self.member_run.contains_key(id)
+    }
+
+    /// Adds to `set` the runs holding chunks in it, and (recursively) their bases.
+    pub fn expand(&mut self, repo: &Repo, set: &mut IdSet<BlobId>) -> Result<()> {
+        if self.member_run.is_empty() {
+            return Ok(());
+        }
+        let mut todo: Vec<BlobId> = set
+            .iter()
+            .filter_map(|id| self.member_run.get(id).copied())
+            .collect();
+        while let Some(run) = todo.pop() {
+            if !set.insert(run) {
+                continue;
+            }
+            if let std::collections::hash_map::Entry::Vacant(v) = self.bases.entry(run) {
+                let b = repo.run_header(&run)?.bases.into_iter().map(|(b, _)| b);
+                v.insert(b.collect());
+            }
+            for base in &self.bases[&run] {
+                set.insert(*base);
+                if let Some(r) = self.member_run.get(base) {
+                    todo.push(*r);
+                }
+            }
+        }
+        Ok(())
+    }
 }

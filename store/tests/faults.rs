@@ -492,6 +492,7 @@ fn one_op(
                 service: Some("model".into()),
                 revision: Some(format!("g{g}")),
                 tags: vec![],
+                parent: None,
             };
             let r = archiver::backup(repo, opts, &Quiet)?;
             model.snaps.insert(

@@ -48,7 +48,7 @@ const REQUIRED: &[&str] = &[
     "pack-table-unknown-kind.txt",
     "tree.txt",
     "tree-truncated.txt",
-    "tree-delta-part.txt",
+    "tree-unknown-part.txt",
     "keyfile.txt",
     "keyfile-generations.txt",
     "sealed-generation.txt",
@@ -176,9 +176,10 @@ fn eq_hex(what: &str, got: &[u8], want: &[u8]) -> Result<(), String> {
 // Shared inputs (the generator and the checks agree on these)
 // ---------------------------------------------------------------------------------------------
 
-const CONTEXTS: [(&str, &str); 5] = [
+const CONTEXTS: [(&str, &str); 6] = [
     ("chunk-id-key", "cairn 2026 chunk id"),
     ("tree-id-key", "cairn 2026 tree id"),
+    ("run-id-key", "cairn 2026 run id"),
     ("label-key", "cairn 2026 label"),
     ("seal-key", "cairn 2026 seal"),
     ("gear-key", "cairn 2026 gear"),
@@ -304,6 +305,7 @@ fn sample_config() -> Config {
         zstd_level: 3,
         pack_size: 16 * 1024 * 1024,
         kdf: KdfParams::default(),
+        delta: None,
     }
 }
 
@@ -412,6 +414,11 @@ fn check_derive_keys(v: &Vector) -> Result<(), String> {
         "tree id",
         &keys.tree_id(probe).0,
         blake3::keyed_hash(&k("tree-id-key")?, probe).as_bytes(),
+    )?;
+    eq_hex(
+        "run id",
+        &keys.run_id(probe).0,
+        blake3::keyed_hash(&k("run-id-key")?, probe).as_bytes(),
     )?;
     eq_hex(
         "label hash",
@@ -1322,13 +1329,13 @@ fn generate(out: &Out) {
     out.write("tree-truncated.txt", "failure truncated", "tree", &c, &f);
     let mut delta = sample_tree(&keys);
     if let Node::File(parts) = &mut delta.entries[0].node {
-        parts[0].kind = 1;
+        parts[0].kind = 2;
     }
     let mut f = Fields::default();
     f.hex("encoding", delta.encode());
-    let c = ["tree.txt with part 0 of a.txt of kind 1 (reserved for delta runs)"];
+    let c = ["tree.txt with part 0 of a.txt of kind 2 (0: a chunk, 1: a chunk in a delta run)"];
     out.write(
-        "tree-delta-part.txt",
+        "tree-unknown-part.txt",
         "failure newer-format",
         "tree",
         &c,

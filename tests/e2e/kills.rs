@@ -98,6 +98,7 @@ fn state_transition_killed_15_times_leaves_a_whole_repository_and_never_saves_a_
         }) && fs::read(dir.join(db_name)).ok() == Some(pseudo_data(DB_LEN, r))
     };
     assert!(is_rev(&live, "db.sql", 1), "the live state is not whole r1");
+    assert_check_ok(&f, true, "after the last transition");
     let left: Vec<_> = fs::read_dir(&live)
         .unwrap()
         .map(|e| e.unwrap().file_name())

@@ -4,6 +4,7 @@
 mod backup_restore;
 mod concurrency;
 mod corruption;
+mod delta;
 mod failures;
 mod hostile;
 mod kills;

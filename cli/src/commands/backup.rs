@@ -83,6 +83,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
         service: a.service,
         revision: a.revision,
         tags: a.tags,
+        parent: None,
     };
     let bar = ui::Bar::new(g.quiet || a.json, "backup");
     let r = archiver::backup(&repo, opts, &bar);

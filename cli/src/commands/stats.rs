@@ -54,13 +54,27 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     let packs = repo.index().packs()?;
     let pack_bytes: u64 = packs.iter().map(|p| p.1).sum();
     let (mut indexed_blobs, mut indexed_stored, mut data_blobs) = (0u64, 0u64, 0u64);
-    repo.index().for_each_blob(|_, loc| {
+    let (mut runs, mut run_stored, mut run_raw) = (Vec::new(), 0u64, 0u64);
+    repo.index().for_each_blob(|id, loc| {
         indexed_blobs += 1;
         indexed_stored += loc.stored_len as u64;
-        if loc.kind == cairn_store::blob::BlobKind::Data {
-            data_blobs += 1;
+        match loc.kind {
+            cairn_store::blob::BlobKind::Data => data_blobs += 1,
+            cairn_store::blob::BlobKind::DeltaRun => {
+                runs.push(*id);
+                run_stored += loc.stored_len as u64;
+                run_raw += loc.raw_len as u64;
+            }
+            _ => {}
         }
     })?;
+    // How deep the delta chains are: restoring a byte decodes at most this many runs.
+    let mut depths = [0u64; 256];
+    for r in &runs {
+        depths[repo.run_header(r)?.depth as usize] += 1;
+    }
+    let max_depth = depths.iter().rposition(|n| *n > 0).unwrap_or(0);
+    let tree_blobs = indexed_blobs - data_blobs - runs.len() as u64;
     let used = usage.total;
     let logical: u64 = chosen.iter().map(|&i| all[i].1.summary.bytes).sum();
     let logical_all: u64 = all.iter().map(|(_, s)| s.summary.bytes).sum();
@@ -93,7 +107,10 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
         let v = serde_json::json!({
             "repository": {
                 "snapshots": all.len(), "packs": packs.len(), "pack_bytes": pack_bytes,
-                "blobs": indexed_blobs, "data_blobs": data_blobs, "tree_blobs": indexed_blobs - data_blobs,
+                "blobs": indexed_blobs, "data_blobs": data_blobs, "tree_blobs": tree_blobs,
+                "delta_runs": runs.len(), "delta_run_bytes": run_raw, "delta_stored_bytes": run_stored,
+                "max_chain_depth": max_depth,
+                "runs_by_depth": depths.iter().enumerate().filter(|(_, n)| **n > 0).map(|(d, n)| (d.to_string(), *n)).collect::<BTreeMap<_, _>>(),
                 "logical_bytes": logical_all, "used": used, "unused_bytes": unused, "overhead_bytes": overhead,
                 "dedup_ratio": ratio(logical_all, used.raw), "compression_ratio": ratio(used.raw, used.stored),
                 "missing_blobs": usage.missing,
@@ -107,14 +124,23 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
         return Ok(crate::exit::OK);
     }
     println!(
-        "repository: {} snapshots, {} packs ({}), {} blobs ({} data, {} trees)",
+        "repository: {} snapshots, {} packs ({}), {} blobs ({} data, {} trees, {} delta runs)",
         all.len(),
         packs.len(),
         ui::size(pack_bytes),
         indexed_blobs,
         data_blobs,
-        indexed_blobs - data_blobs
+        tree_blobs,
+        runs.len()
     );
+    if !runs.is_empty() {
+        println!(
+            "  delta runs: {} of data stored in {}; chains at most {} deep",
+            ui::size(run_raw),
+            ui::size(run_stored),
+            max_depth
+        );
+    }
     println!(
         "  logical bytes in all snapshots  {:>12}",
         ui::size(logical_all)

@@ -1,0 +1,170 @@
+//! Delta runs: new versions of a dump are stored as zstd deltas against the previous one,
+//! restore exactly, survive forget and prune of the versions they are based on, and damage
+//! to them is named, never restored as wrong bytes.
+
+use std::fs;
+
+use crate::support::*;
+
+/// A SQL-dump-like text of `rows` rows; `rev` changes a scattered few of them (as an OLTP
+/// load does between two dumps) and adds some at the end.
+fn dump(rev: u64, rows: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(b"-- dump\nCREATE TABLE t (id INT, name TEXT, n INT);\n");
+    for i in 0..rows + rev * 50 {
+        // Row i was last changed in the newest revision r <= rev with i % 97 == r % 97.
+        let changed = (0..=rev).rev().find(|r| i % 97 == r * 13 % 97).unwrap_or(0);
+        out.extend_from_slice(
+            format!(
+                "INSERT INTO t VALUES ({i},'customer-{}-{}',{});\n",
+                i * 7919 % 10007,
+                changed,
+                (i * 31 + changed * 1_000_003) % 100_000
+            )
+            .as_bytes(),
+        );
+    }
+    out
+}
+
+fn backup_dump(f: &Fixture, data: &[u8], rev: &str) -> serde_json::Value {
+    let p = f.path(&format!("dump-{rev}.sql"));
+    fs::write(&p, data).unwrap();
+    let out = f
+        .cmd(&[
+            "backup",
+            "--stdin",
+            "--stdin-name",
+            "db.sql",
+            "--service",
+            "db",
+            "--revision",
+            rev,
+            "--json",
+        ])
+        .stdin(fs::File::open(&p).unwrap())
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn dumped(f: &Fixture, spec: &str) -> std::process::Output {
+    f.run(&["dump", spec, "db.sql"])
+}
+
+fn stats(f: &Fixture) -> serde_json::Value {
+    let out = f.run(&["stats", "--json"]);
+    assert_ok(&out);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+const ROWS: u64 = 60_000;
+
+/// Three revisions of a 3.6 MB dump; returns the fixture and each revision's bytes.
+fn three_revisions(f: &Fixture) -> Vec<Vec<u8>> {
+    let revs: Vec<Vec<u8>> = (0..3).map(|r| dump(r, ROWS)).collect();
+    let mut added = Vec::new();
+    for (r, d) in revs.iter().enumerate() {
+        let v = backup_dump(f, d, &format!("r{r}"));
+        added.push(v["summary"]["added_bytes"].as_u64().unwrap());
+    }
+    // Each new revision costs a small part of the first: its changes, not its chunks.
+    for r in 1..3 {
+        assert!(
+            added[r] * 8 < added[0],
+            "revision {r} added {} bytes, the first {}",
+            added[r],
+            added[0]
+        );
+    }
+    revs
+}
+
+#[test]
+fn dump_revisions_are_stored_as_delta_runs_and_restore_exactly() {
+    let f = Fixture::new();
+    let revs = three_revisions(&f);
+    let s = stats(&f);
+    assert!(s["repository"]["delta_runs"].as_u64().unwrap() > 0, "{s}");
+    assert!(
+        s["repository"]["max_chain_depth"].as_u64().unwrap() >= 2,
+        "{s}"
+    );
+    for (r, want) in revs.iter().enumerate() {
+        let out = dumped(&f, &format!("db@r{r}"));
+        assert_ok(&out);
+        assert!(out.stdout == *want, "revision {r} came back different");
+    }
+    assert_check_ok(&f, true, "with delta runs");
+    // The index is a cache: rebuilt from the packs, it finds the chunks inside runs again.
+    assert_ok(&f.run(&["index", "rebuild"]));
+    let out = dumped(&f, "db@r2");
+    assert_ok(&out);
+    assert!(out.stdout == revs[2]);
+}
+
+#[test]
+fn forget_and_prune_keep_the_bases_delta_runs_need() {
+    let f = Fixture::small_packs();
+    let revs = three_revisions(&f);
+    let out = f.run(&["forget", "db@r0", "db@r1", "--prune", "--max-unused", "0"]);
+    assert_ok(&out);
+    assert_eq!(f.snapshot_ids().len(), 1);
+    let out = dumped(&f, "db@r2");
+    assert_ok(&out);
+    assert!(out.stdout == revs[2], "r2 lost bytes its runs are based on");
+    assert_check_ok(&f, true, "after prune");
+    // A new revision on top still works, and so does a full prune once r2 is gone too.
+    let r3 = dump(3, ROWS);
+    backup_dump(&f, &r3, "r3");
+    assert_ok(&f.run(&["forget", "db@r2", "--prune", "--max-unused", "0"]));
+    let out = dumped(&f, "db@r3");
+    assert_ok(&out);
+    assert!(out.stdout == r3);
+    assert_check_ok(&f, true, "after the second prune");
+}
+
+#[test]
+fn a_damaged_delta_run_is_named_and_never_restores_wrong_bytes() {
+    let f = Fixture::small_packs();
+    let r0 = dump(0, ROWS);
+    backup_dump(&f, &r0, "r0");
+    let before: Vec<_> = files_below(&f.repo().join("packs"));
+    let r1 = dump(1, ROWS);
+    backup_dump(&f, &r1, "r1");
+    let runs: Vec<_> = files_below(&f.repo().join("packs"))
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert!(!runs.is_empty());
+    // Flip a byte inside the pack that holds r1's runs.
+    let p = &runs[0];
+    let mut b = fs::read(p).unwrap();
+    let i = b.len() / 3;
+    b[i] ^= 0x20;
+    fs::write(p, b).unwrap();
+    let out = f.run(&["check", "--read-data"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("db@r1"), "{}", stderr(&out));
+    let out = dumped(&f, "db@r1");
+    assert!(!out.status.success());
+    assert_ne!(out.status.code(), Some(101));
+    assert!(
+        r1.starts_with(&out.stdout),
+        "a damaged run gave bytes that are not r1's"
+    );
+    // r0 does not need r1's runs.
+    let out = dumped(&f, "db@r0");
+    assert_ok(&out);
+    assert!(out.stdout == r0);
+    // Repair sets the damage aside; check passes; r0 is whole.
+    let out = f.run(&["repair", "index", "--read-data"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let out = f.run(&["repair", "snapshots"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_check_ok(&f, true, "after repair");
+    let out = dumped(&f, "db@r0");
+    assert_ok(&out);
+    assert!(out.stdout == r0);
+}
