@@ -356,7 +356,8 @@ impl Rewrite<'_> {
                         None
                     }
                 }
-                Node::HardLink(to) if self.dropped.contains(to) => {
+                // Its target, or a directory above it, was left out.
+                Node::HardLink(to) if (1..=to.len()).any(|n| self.dropped.contains(&to[..n])) => {
                     self.lose(path, " (a hard link to a lost file)");
                     None
                 }
