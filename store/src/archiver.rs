@@ -136,9 +136,12 @@ pub fn backup(repo: &Repo, opts: BackupOptions, progress: &dyn Progress) -> Resu
     let started = Instant::now();
     let _lock = repo.lock(false, "backup")?;
     let mut a = Archiver::new(repo, progress)?;
+    // Only streams are delta-coded so far: without one, no parent is looked for.
+    let streams = opts.items.iter().any(|i| matches!(i, Item::Stream(_)));
     let parent = match opts.parent {
         Some(p) => Some(p),
-        None => default_parent(repo, &opts)?,
+        None if streams && repo.config().delta.is_some() => default_parent(repo, &opts)?,
+        None => None,
     };
     if let Some(p) = parent
         && repo.config().delta.is_some()

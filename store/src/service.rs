@@ -319,6 +319,20 @@ pub fn transition(
     })
 }
 
+/// Records an event that ends a load, trying three times: a failed write leaves the load's
+/// `started` marker as the newest event.
+fn record_retrying(repo: &Repo, ev: &Event) -> Result<()> {
+    let mut last = None;
+    for pause in [0, 200, 1000] {
+        std::thread::sleep(Duration::from_millis(pause));
+        match events::record(repo, ev) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("tried"))
+}
+
 /// Puts back the state saved before a load or transition that was interrupted (killed, or
 /// the machine went down) while it changed the live state: its `started` event is the
 /// service's newest. Without this, the next transition would save a half-loaded state
@@ -382,7 +396,7 @@ fn recover_interrupted(repo: &Repo, svc: &Service, report: &dyn Report) -> Resul
         // No revision was active before: put back, but nothing to make active.
         ev.outcome = events::RECOVERED.into();
     }
-    events::record(repo, &ev)?;
+    record_retrying(repo, &ev)?;
     report.step(&format!(
         "{} is back at {}",
         svc.name,
@@ -420,14 +434,25 @@ fn finish_load(
     // the saved state back before it does anything else (see `recover_interrupted`).
     let mut started = ev.clone();
     started.outcome = events::STARTED.into();
-    events::record(repo, &started)?;
+    if let Err(e) = events::record(repo, &started) {
+        // The marker may have been written all the same: end it, or the next state command
+        // would undo a load that never began (and whatever the service wrote since).
+        let mut failed = ev.clone();
+        failed.outcome = format!("failed: {e}");
+        let _ = record_retrying(repo, &failed);
+        return Err(e);
+    }
     match apply(repo, svc, snap, saved, report) {
         Ok(()) => {
-            events::record(repo, &ev).map_err(|e| {
+            // Until this event is written the marker above is the service's newest, and the
+            // next state command would take the load for an interrupted one and undo it: try
+            // more than once.
+            record_retrying(repo, &ev).map_err(|e| {
                 Error::Invalid(format!(
                     "the state of {}@{revision} was loaded, but the journal could not record it \
-                     ({e}); `state history` will not show this load",
-                    svc.name
+                     ({e}); the next state command of {} will take the load for an interrupted \
+                     one and put the state saved before it back",
+                    svc.name, svc.name
                 ))
             })?;
             report.step(&format!(
@@ -440,7 +465,7 @@ fn finish_load(
         }
         Err(e) => {
             ev.outcome = format!("failed: {e}");
-            let _ = events::record(repo, &ev);
+            let _ = record_retrying(repo, &ev);
             Err(e)
         }
     }

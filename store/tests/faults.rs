@@ -345,9 +345,15 @@ fn reconcile(root: &Path, model: &mut Model, work: &Path, what: &str, full: bool
         let got = restore_files(&repo, &found, work, what);
         for (name, bytes) in &got {
             let want = p.files.get(name);
+            let head = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(24)]).into_owned();
             assert!(
                 want == Some(bytes),
-                "{what}: snapshot {found:?}: {name} has wrong bytes or should not be there"
+                "{what}: snapshot {found:?} ({:?}): {name} has wrong bytes or should not be there: \
+                 got {} bytes {:?}, want {:?}",
+                p.state,
+                bytes.len(),
+                head(bytes),
+                want.map(|w| (w.len(), head(w)))
             );
         }
         if got.len() != p.files.len() {
