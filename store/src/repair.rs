@@ -321,7 +321,7 @@ impl Rewrite<'_> {
         let t = match self.repo.load_tree(id) {
             Ok(t) => t,
             Err(Error::Corrupt { .. }) => {
-                self.lose(path, " (the whole directory)");
+                self.lose(path, "/ (the whole directory)");
                 return Ok(None);
             }
             Err(e) => return Err(e),

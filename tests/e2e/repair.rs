@@ -137,7 +137,9 @@ fn repair_after_a_damaged_pack_keeps_whole_files_names_lost_ones_and_check_passe
     let mut kept = 0;
     for i in 0..FILES {
         let rel = format!("src/d/f{i}.bin");
-        let was_lost = named.iter().any(|n| n.ends_with(&format!("d/f{i}.bin")));
+        let was_lost = named
+            .iter()
+            .any(|n| n.ends_with(&format!("d/f{i}.bin")) || n == "src/d/ (the whole directory)");
         match fs::read(t.join(&rel)) {
             Ok(got) => {
                 assert!(!was_lost, "{rel} was named lost but restored");
@@ -147,13 +149,17 @@ fn repair_after_a_damaged_pack_keeps_whole_files_names_lost_ones_and_check_passe
             Err(_) => assert!(was_lost, "{rel} is missing but was not named lost"),
         }
     }
-    assert!(kept >= 1, "nothing was kept");
+    // Whole files survive unless the damage took their directory's listing.
+    assert!(
+        kept >= 1 || named.iter().any(|n| n == "src/d/ (the whole directory)"),
+        "nothing was kept"
+    );
     assert_eq!(fs::read(t.join("src/small.txt")).unwrap(), b"small\n");
-    let link_lost = named.iter().any(|n| n.ends_with("link-to-f0"));
+    let link_lost = named.iter().any(|n| n.contains("link-to-f0"));
     assert_eq!(
         t.join("src/link-to-f0").exists(),
         !link_lost,
-        "the hard link's fate does not match the report"
+        "the hard link's fate does not match the report: lost {named:?}, check said {lost:?}"
     );
     let out = f.run(&["snapshots", "--json"]);
     assert!(

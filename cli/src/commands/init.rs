@@ -23,6 +23,10 @@ pub struct Args {
     /// Chunk sizes for streams (dumps): MIN,AVG,MAX (default 16K,64K,256K).
     #[arg(long, value_name = "MIN,AVG,MAX")]
     stream_chunks: Option<String>,
+    /// Store every chunk whole: no delta runs for new versions of large streams (config
+    /// version 2 otherwise stores them against the previous version; see format-spec/12).
+    #[arg(long)]
+    no_delta_runs: bool,
 }
 
 fn chunks(s: &str) -> anyhow::Result<ChunkerParams> {
@@ -59,6 +63,9 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     };
     let mut config = Config::new(kdf);
     config.pack_size = a.pack_size << 20;
+    if a.no_delta_runs {
+        config.delta = None;
+    }
     if let Some(t) = &a.tree_chunks {
         config.chunker_tree = chunks(t)?;
     }
