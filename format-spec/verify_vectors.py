@@ -633,6 +633,35 @@ def success(kind, f):
         eq("fifo times", (entries[6]["mtime_ns"], entries[6]["ctime_ns"]), (-1_500_000_000, -1))
         eq("modes", [e["mode"] for e in entries],
            [0o100644, 0o040755, 0o120777, 0o100600, 0o020620, 0o060660, 0o010644])
+    elif kind == "delta-run":
+        plain, bases, run = x("plaintext"), x("bases-data"), x("run")
+        r = Reader(plain)
+        eq("compression byte", r.unpack("B")[0], 2)
+        version, depth = r.unpack("BB")
+        eq("run version", version, 1)
+        lists = []
+        for _ in range(2):
+            (n,) = r.unpack("I")
+            lists.append([(r.take(32), r.unpack("I")[0]) for _ in range(n)])
+        members, base_list = lists
+        skip, plen = r.unpack("II")
+        frame = plain[len(plain) - r.remaining():]
+        eq("header", plain[:len(plain) - len(frame)], x("header"))
+        prefix = bases[skip:skip + plen]
+        d = zstandard.ZstdDecompressor(
+            dict_data=zstandard.ZstdCompressionDict(prefix, dict_type=zstandard.DICT_TYPE_RAWCONTENT),
+            max_window_size=1 << 26)
+        eq("run", d.decompress(frame, max_output_size=sum(n for _, n in members) + 1), run)
+        eq("run id", keyed(derive(master, "run-id-key"), run), x("run-id"))
+        at = 0
+        for mid, n in members:
+            eq("member id", chunk_id(master, run[at:at + n]), mid)
+            at += n
+        at = 0
+        for bid, n in base_list:
+            eq("base id", chunk_id(master, bases[at:at + n]), bid)
+            at += n
+        eq("depth", depth, 1)
     elif kind == "keyfile":
         password, salt = x("password"), x("salt")
         m, t, p = int(f["m-kib"]), int(f["t"]), int(f["p"])

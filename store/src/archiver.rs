@@ -285,7 +285,14 @@ struct Archiver<'r> {
     parent_cache: Vec<(BlobId, std::sync::Arc<Vec<u8>>)>,
     /// Depths of runs met as bases.
     run_depths: HashMap<BlobId, u8>,
+    /// Runs waiting to be compressed: id, header, bytes, prefix.
+    queued_runs: Vec<(BlobId, crate::delta::RunHeader, Vec<u8>, Vec<u8>)>,
+    /// Their bytes and prefixes.
+    queued_bytes: usize,
 }
+
+/// Runs are compressed in parallel once this many bytes (runs and prefixes) wait.
+const QUEUED_RUN_BYTES: usize = 64 << 20;
 
 impl<'r> Archiver<'r> {
     fn new(repo: &'r Repo, progress: &'r dyn Progress) -> Result<Self> {
@@ -309,6 +316,8 @@ impl<'r> Archiver<'r> {
             session_members: HashSet::new(),
             parent_cache: Vec::new(),
             run_depths: HashMap::new(),
+            queued_runs: Vec::new(),
+            queued_bytes: 0,
         })
     }
 
@@ -765,8 +774,28 @@ impl<'r> Archiver<'r> {
         }
         let r = std::mem::take(&mut run);
         self.store_run(slot, r, run_start, anchor, parent, &starts, parent_len)?;
+        self.encode_queued_runs()?;
         self.summary.bytes += total;
         Ok(Ok((slot, total)))
+    }
+
+    /// Compresses the queued runs in parallel and adds them to the pack, in order.
+    fn encode_queued_runs(&mut self) -> Result<()> {
+        let runs = std::mem::take(&mut self.queued_runs);
+        self.queued_bytes = 0;
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let level = self.repo.config().delta.map_or(3, |d| d.level);
+        let encoded: Vec<Result<Vec<u8>>> = runs
+            .par_iter()
+            .map(|(_, h, bytes, prefix)| crate::delta::encode(h, bytes, prefix, level))
+            .collect();
+        for ((run_id, h, bytes, _), enc) in runs.into_iter().zip(encoded) {
+            self.pending_members.push((run_id, h.members));
+            self.add_blob(run_id, BlobKind::DeltaRun, bytes.len() as u32, &enc?)?;
+        }
+        Ok(())
     }
 
     /// Stores consecutive new chunks as one delta run against the parent's predicted
@@ -833,10 +862,13 @@ impl<'r> Archiver<'r> {
             prefix_len: (hi - lo) as u32,
         };
         if !self.known(&run_id)? {
-            let enc = crate::delta::encode(&h, &bytes, &prefix, d.level)?;
+            // Compressed later, several runs at once across the cores.
             self.session.insert(run_id);
-            self.pending_members.push((run_id, h.members.clone()));
-            self.add_blob(run_id, BlobKind::DeltaRun, run_len as u32, &enc)?;
+            self.queued_bytes += bytes.len() + prefix.len();
+            self.queued_runs.push((run_id, h.clone(), bytes, prefix));
+            if self.queued_bytes >= QUEUED_RUN_BYTES {
+                self.encode_queued_runs()?;
+            }
         } else if !self.session.contains(&run_id) {
             // Stored before (its chunks were not known, so its member records are missing,
             // say an index written by an older process): record them now.
