@@ -4,14 +4,14 @@
 # a corpus directory if one is given; against `zstd -19 --long=28 --patch-from` of the same
 # pair (the floor), and against cairn without delta runs (`init --no-delta-runs`).
 #
-#   bench/delta.sh [--corpus DIR] [--tables N] [--rows N] [--events N] [--revisions N]
+#   bench/delta.sh [--corpus DIR] [--tables N] [--rows N] [--events N] [--revisions N] [--level N]
 #
 # Defaults: 4 tables of 200,000 rows (a ~160 MB dump), 3,000 write transactions between
 # dumps, 3 revisions. Installs sysbench, mariadb-server and zstd from Debian when absent.
 # A benchmark, not a test: it prints a table and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-corpus="" tables=4 rows=200000 events=3000 revisions=3
+corpus="" tables=4 rows=200000 events=3000 revisions=3 level=""
 while [ $# -gt 0 ]; do
   case $1 in
     --corpus) corpus=$2; shift 2 ;;
@@ -19,6 +19,7 @@ while [ $# -gt 0 ]; do
     --rows) rows=$2; shift 2 ;;
     --events) events=$2; shift 2 ;;
     --revisions) revisions=$2; shift 2 ;;
+    --level) level=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -55,7 +56,7 @@ for _ in $(seq 600); do
 done
 mariadb --socket="$work/sock" -uroot -e "CREATE DATABASE sbtest"
 sb=(sysbench oltp_write_only --db-driver=mysql --mysql-socket="$work/sock" --mysql-user=root
-  --mysql-db=sbtest --tables="$tables" --table-size="$rows")
+  --mysql-db=sbtest --tables="$tables" --table-size="$rows" --rand-seed=1)
 "${sb[@]}" prepare > /dev/null
 mkdir -p "$work/real"
 for r in $(seq 0 $((revisions - 1))); do
@@ -73,6 +74,7 @@ measure() { # NAME DIR-OF-DUMPS
     export CAIRN_REPO="$work/repo-$name-$mode" CAIRN_PASSWORD=bench
     local opts=(--kdf-memory 8192 --kdf-iterations 1)
     [ $mode = plain ] && opts+=(--no-delta-runs)
+    [ $mode = delta ] && [ -n "$level" ] && opts+=(--delta-level "$level")
     "$cairn" init -q "${opts[@]}"
     local i=0
     for d in "${dumps[@]}"; do

@@ -27,6 +27,9 @@ pub struct Args {
     /// version 2 otherwise stores them against the previous version; see format-spec/12).
     #[arg(long)]
     no_delta_runs: bool,
+    /// zstd level of delta runs (default 3; higher stores less and takes longer).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=19))]
+    delta_level: Option<i32>,
 }
 
 fn chunks(s: &str) -> anyhow::Result<ChunkerParams> {
@@ -65,6 +68,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     config.pack_size = a.pack_size << 20;
     if a.no_delta_runs {
         config.delta = None;
+    } else if let (Some(d), Some(level)) = (config.delta.as_mut(), a.delta_level) {
+        d.level = level;
     }
     if let Some(t) = &a.tree_chunks {
         config.chunker_tree = chunks(t)?;
