@@ -4,14 +4,15 @@
 # a corpus directory if one is given; against `zstd -19 --long=28 --patch-from` of the same
 # pair (the floor), and against cairn without delta runs (`init --no-delta-runs`).
 #
-#   bench/delta.sh [--corpus DIR] [--tables N] [--rows N] [--events N] [--revisions N] [--level N]
+#   bench/delta.sh [--corpus DIR] [--tables N] [--rows N] [--events N] [--revisions N]
+#                  [--level N] [--stream-chunks MIN,AVG,MAX] [--no-floor] [--keep-dumps DIR]
 #
 # Defaults: 4 tables of 200,000 rows (a ~160 MB dump), 3,000 write transactions between
 # dumps, 3 revisions. Installs sysbench, mariadb-server and zstd from Debian when absent.
 # A benchmark, not a test: it prints a table and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-corpus="" tables=4 rows=200000 events=3000 revisions=3 level=""
+corpus="" tables=4 rows=200000 events=3000 revisions=3 level="" chunks="" floor=1 keep=""
 while [ $# -gt 0 ]; do
   case $1 in
     --corpus) corpus=$2; shift 2 ;;
@@ -20,6 +21,9 @@ while [ $# -gt 0 ]; do
     --events) events=$2; shift 2 ;;
     --revisions) revisions=$2; shift 2 ;;
     --level) level=$2; shift 2 ;;
+    --stream-chunks) chunks=$2; shift 2 ;;
+    --no-floor) floor=0; shift ;;
+    --keep-dumps) keep=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -56,8 +60,9 @@ for _ in $(seq 600); do
 done
 mariadb --socket="$work/sock" -uroot -e "CREATE DATABASE sbtest"
 sb=(sysbench oltp_write_only --db-driver=mysql --mysql-socket="$work/sock" --mysql-user=root
-  --mysql-db=sbtest --tables="$tables" --table-size="$rows" --rand-seed=1)
-"${sb[@]}" prepare > /dev/null
+  --mysql-db=sbtest --tables="$tables" --table-size="$rows")
+# The same tables every time; the write bursts differ (one seed for all would repeat them).
+"${sb[@]}" --rand-seed=1 prepare > /dev/null
 mkdir -p "$work/real"
 for r in $(seq 0 $((revisions - 1))); do
   if [ "$r" -gt 0 ]; then
@@ -65,6 +70,10 @@ for r in $(seq 0 $((revisions - 1))); do
   fi
   mariadb-dump --socket="$work/sock" -uroot --single-transaction sbtest > "$work/real/rev-$r.sql"
 done
+
+if [ -n "$keep" ]; then
+  mkdir -p "$keep" && cp "$work"/real/*.sql "$keep"/
+fi
 
 # 2. Each set of dumps into two repositories: with delta runs and without.
 measure() { # NAME DIR-OF-DUMPS
@@ -75,6 +84,7 @@ measure() { # NAME DIR-OF-DUMPS
     local opts=(--kdf-memory 8192 --kdf-iterations 1)
     [ $mode = plain ] && opts+=(--no-delta-runs)
     [ $mode = delta ] && [ -n "$level" ] && opts+=(--delta-level "$level")
+    [ -n "$chunks" ] && opts+=(--stream-chunks "$chunks")
     "$cairn" init -q "${opts[@]}"
     local i=0
     for d in "${dumps[@]}"; do
@@ -99,7 +109,7 @@ measure() { # NAME DIR-OF-DUMPS
     local added plain floor="-" ratio="-"
     added=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["summary"]["added_bytes"])' "$work/$name-delta-$i.json")
     plain=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["summary"]["added_bytes"])' "$work/$name-plain-$i.json")
-    if [ -n "$prev" ]; then
+    if [ -n "$prev" ] && [ "$floor" = 1 ]; then
       zstd -q -19 --long=28 --patch-from="$prev" "$d" -o "$work/patch.zst" -f 2> /dev/null
       floor=$(stat -c %s "$work/patch.zst")
       ratio=$(echo "scale=2; $added / $floor" | bc)

@@ -92,7 +92,7 @@ impl Config {
             version: CONFIG_VERSION,
             id: hex::encode(random_array::<16>()),
             chunker_tree: ChunkerParams::TREE,
-            chunker_stream: ChunkerParams::STREAM,
+            chunker_stream: ChunkerParams::STREAM_DELTA,
             zstd_level: 3,
             pack_size: 16 * 1024 * 1024,
             kdf,

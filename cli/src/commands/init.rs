@@ -20,7 +20,8 @@ pub struct Args {
     /// default 256K,1M,4M). Recorded in the config; fixed for the repository's life.
     #[arg(long, value_name = "MIN,AVG,MAX")]
     tree_chunks: Option<String>,
-    /// Chunk sizes for streams (dumps): MIN,AVG,MAX (default 16K,64K,256K).
+    /// Chunk sizes for streams (dumps): MIN,AVG,MAX (default 64K,256K,1M with delta runs,
+    /// 16K,64K,256K with --no-delta-runs).
     #[arg(long, value_name = "MIN,AVG,MAX")]
     stream_chunks: Option<String>,
     /// Store every chunk whole: no delta runs for new versions of large streams (config
@@ -68,6 +69,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     config.pack_size = a.pack_size << 20;
     if a.no_delta_runs {
         config.delta = None;
+        config.chunker_stream = ChunkerParams::STREAM;
     } else if let (Some(d), Some(level)) = (config.delta.as_mut(), a.delta_level) {
         d.level = level;
     }
