@@ -386,7 +386,11 @@ impl Rewrite<'_> {
             .iter()
             .map(|c| String::from_utf8_lossy(c).into_owned())
             .collect();
-        self.lost.push(format!("/{}{why}", shown.join("/")));
+        if shown.is_empty() {
+            self.lost.push("/ (the whole snapshot)".into());
+        } else {
+            self.lost.push(format!("/{}{why}", shown.join("/")));
+        }
         self.dropped.insert(path.to_vec());
     }
 }
