@@ -140,12 +140,11 @@ pub fn backup(repo: &Repo, opts: BackupOptions, progress: &dyn Progress) -> Resu
     let streams = opts.items.iter().any(|i| matches!(i, Item::Stream(_)));
     let parent = match opts.parent {
         Some(p) => Some(p),
-        None if streams && repo.config().delta.is_some() => default_parent(repo, &opts)?,
+        None if streams => default_parent(repo, &opts)?,
         None => None,
-    };
-    if let Some(p) = parent
-        && repo.config().delta.is_some()
-    {
+    }
+    .filter(|_| repo.config().delta.is_some());
+    if let Some(p) = parent {
         a.load_parent(&p)?;
     }
     let mut root: Vec<(Entry, Option<usize>)> = Vec::new();
@@ -580,7 +579,19 @@ impl<'r> Archiver<'r> {
     }
 
     fn known(&self, id: &BlobId) -> Result<bool> {
-        Ok(self.session.contains(id) || self.repo.index().contains(id)?)
+        Ok(self.stored_as(id)?.is_some())
+    }
+
+    /// How a chunk is already stored (the part kind to name it with), by this backup or
+    /// before; `None` if it is new. One index lookup.
+    fn stored_as(&self, id: &BlobId) -> Result<Option<u8>> {
+        if self.session_members.contains(id) {
+            return Ok(Some(PART_IN_RUN));
+        }
+        if self.session.contains(id) {
+            return Ok(Some(PART_CHUNK));
+        }
+        self.repo.index().part_kind(id)
     }
 
     /// Hashes the batch, stores its new chunks, and appends parts to their files.
@@ -593,11 +604,14 @@ impl<'r> Archiver<'r> {
         let keys = self.repo.keys();
         let ids: Vec<BlobId> = items.par_iter().map(|(_, d)| keys.chunk_id(d)).collect();
         let mut fresh = Vec::new();
+        let mut kinds = Vec::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
-            if !self.known(id)? {
+            let kind = self.stored_as(id)?;
+            if kind.is_none() {
                 self.session.insert(*id);
                 fresh.push(i);
             }
+            kinds.push(kind.unwrap_or(PART_CHUNK));
         }
         let level = self.level;
         let encoded: Vec<(usize, Vec<u8>)> = fresh
@@ -638,27 +652,13 @@ impl<'r> Archiver<'r> {
             }
         }
         for (i, (slot, data)) in items.iter().enumerate() {
-            let kind = self.part_kind(&ids[i])?;
             self.contents[*slot].push(Part {
-                kind,
+                kind: kinds[i],
                 id: ids[i],
                 len: data.len() as u32,
             });
         }
         Ok(())
-    }
-
-    /// Whether a known chunk is stored on its own or inside a delta run.
-    fn part_kind(&self, id: &BlobId) -> Result<u8> {
-        Ok(
-            if self.session_members.contains(id)
-                || (!self.session.contains(id) && self.repo.index().member(id)?.is_some())
-            {
-                PART_IN_RUN
-            } else {
-                PART_CHUNK
-            },
-        )
     }
 
     /// Reads the parent snapshot's root files (the streams a new stream can be delta-coded
@@ -734,7 +734,8 @@ impl<'r> Archiver<'r> {
         // (offset in the new stream, offset in the parent) just after the last shared chunk.
         let mut anchor = (0u64, 0u64);
         let mut run: Vec<(BlobId, Vec<u8>)> = Vec::new();
-        let mut run_start = 0u64;
+        let (mut run_start, mut run_len) = (0u64, 0u64);
+        let run_max = self.repo.config().delta.map_or(0, |d| d.run_max) as u64;
         loop {
             let chunk = match stream.next_chunk() {
                 Ok(Some(c)) => c,
@@ -744,10 +745,10 @@ impl<'r> Archiver<'r> {
             let len = chunk.len() as u64;
             self.progress.bytes(len);
             let id = self.repo.keys().chunk_id(&chunk);
-            if self.known(&id)? {
+            if let Some(kind) = self.stored_as(&id)? {
                 let r = std::mem::take(&mut run);
+                run_len = 0;
                 self.store_run(slot, r, run_start, anchor, parent, &starts, parent_len)?;
-                let kind = self.part_kind(&id)?;
                 self.contents[slot].push(Part {
                     kind,
                     id,
@@ -757,10 +758,9 @@ impl<'r> Archiver<'r> {
                     anchor = (total + len, starts[i] + parent[i].len as u64);
                 }
             } else {
-                let run_len: u64 = run.iter().map(|(_, c)| c.len() as u64).sum();
-                let max = self.repo.config().delta.map_or(0, |d| d.run_max) as u64;
-                if !run.is_empty() && run_len + len > max {
+                if !run.is_empty() && run_len + len > run_max {
                     let r = std::mem::take(&mut run);
+                    run_len = 0;
                     self.store_run(slot, r, run_start, anchor, parent, &starts, parent_len)?;
                 }
                 if run.is_empty() {
@@ -768,6 +768,7 @@ impl<'r> Archiver<'r> {
                 }
                 // A chunk met twice in the same run is stored once (the second is known).
                 self.session.insert(id);
+                run_len += len;
                 run.push((id, chunk));
             }
             total += len;
@@ -842,13 +843,11 @@ impl<'r> Archiver<'r> {
             }
             return Ok(());
         }
-        let mut prefix = Vec::with_capacity((hi - lo) as usize);
-        for (p, s) in parent[first..last].iter().zip(&starts[first..last]) {
-            let bytes = self.parent_chunk(&p.id)?;
-            let from = lo.saturating_sub(*s) as usize;
-            let to = ((hi.min(s + p.len as u64)) - s) as usize;
-            prefix.extend_from_slice(&bytes[from.min(to)..to]);
-        }
+        let bases: Vec<(BlobId, u32)> = parent[first..last].iter().map(|p| (p.id, p.len)).collect();
+        let (skip, prefix_len) = ((lo - starts[first]) as u32, (hi - lo) as u32);
+        let prefix = crate::delta::assemble_prefix(&bases, skip, prefix_len, "parent", |id| {
+            self.parent_chunk(id)
+        })?;
         let mut bytes = Vec::with_capacity(run_len as usize);
         for (_, c) in &run {
             bytes.extend_from_slice(c);
@@ -857,9 +856,9 @@ impl<'r> Archiver<'r> {
         let h = crate::delta::RunHeader {
             depth: depth + 1,
             members: run.iter().map(|(id, c)| (*id, c.len() as u32)).collect(),
-            bases: parent[first..last].iter().map(|p| (p.id, p.len)).collect(),
-            skip: (lo - starts[first]) as u32,
-            prefix_len: (hi - lo) as u32,
+            bases,
+            skip,
+            prefix_len,
         };
         if !self.known(&run_id)? {
             // Compressed later, several runs at once across the cores.

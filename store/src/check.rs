@@ -116,11 +116,8 @@ pub fn check(repo: &Repo, read: ReadData, progress: &dyn Progress) -> Result<Rep
         .flat_map(|v| v.iter().map(|(b, _)| *b))
         .collect();
     // Chunks inside delta runs: indexed if their run is; lost with their run.
-    let mut member_run: HashMap<BlobId, BlobId> = HashMap::new();
-    repo.index().for_each_member(|m, run| {
-        member_run.insert(*m, *run);
-    })?;
-    for (m, run) in &member_run {
+    let runs = crate::usage::Runs::load(repo)?;
+    for (m, run) in runs.members() {
         if indexed_blobs.contains(run) {
             indexed_blobs.insert(*m);
         }
@@ -217,7 +214,7 @@ pub fn check(repo: &Repo, read: ReadData, progress: &dyn Progress) -> Result<Rep
             lost_blobs.insert(*b, *pack);
         }
     }
-    for (m, run) in &member_run {
+    for (m, run) in runs.members() {
         if let Some(pack) = lost_blobs.get(run).copied() {
             lost_blobs.insert(*m, pack);
         }
@@ -337,18 +334,10 @@ pub(crate) fn read_pack(repo: &Repo, id: &PackId) -> Result<WholePack> {
         let sealed = &bytes[e.offset as usize..e.offset as usize + e.stored_len as usize];
         let whole = blob::open_encoded(&key, slot as u32, &e.id, e.kind, e.raw_len, sealed, &what)
             .ok()
+            // A delta run is decoded against its bases, which may be in other packs.
             .filter(|enc| {
-                if e.kind == BlobKind::DeltaRun {
-                    // Decoded against its bases, which may be in other packs.
-                    return repo.decode_run(&e.id, enc, u8::MAX, &what).is_ok();
-                }
-                blob::decode(enc, &e.id, e.raw_len, &what).is_ok_and(|data| {
-                    let h = match e.kind {
-                        BlobKind::Tree => repo.keys().tree_id(&data),
-                        _ => repo.keys().chunk_id(&data),
-                    };
-                    h == e.id
-                })
+                repo.decode_encoded(&e.id, e.kind, e.raw_len, enc, &what)
+                    .is_ok()
             });
         match whole {
             Some(enc) => good.push((e.id, e.kind, e.raw_len, enc)),

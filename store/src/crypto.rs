@@ -109,6 +109,15 @@ impl Keys {
         crate::BlobId(*blake3::keyed_hash(&self.run_id, data).as_bytes())
     }
 
+    /// The id of a blob of `kind` holding (decoded) `data`.
+    pub fn blob_id(&self, kind: crate::blob::BlobKind, data: &[u8]) -> crate::BlobId {
+        match kind {
+            crate::blob::BlobKind::Data => self.chunk_id(data),
+            crate::blob::BlobKind::Tree => self.tree_id(data),
+            crate::blob::BlobKind::DeltaRun => self.run_id(data),
+        }
+    }
+
     /// A keyed hash of a label (service name, revision) for use as an index key: the index
     /// can group snapshots by label without the label appearing on disk.
     pub fn label_hash(&self, parts: &[&[u8]]) -> [u8; 16] {

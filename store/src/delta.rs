@@ -21,6 +21,8 @@
 //! against a run. Bases are named by chunk id too; a base may itself be a member of an older
 //! run, so decoding follows a chain, and `depth` (1 + the deepest base) bounds it.
 
+use std::borrow::Borrow;
+
 use crate::codec::{Put, Reader};
 use crate::error::{Error, Result};
 use crate::id::BlobId;
@@ -125,6 +127,38 @@ impl RunHeader {
         }
         Ok(())
     }
+}
+
+/// The prefix a run names: bytes `skip .. skip + len` of its bases laid end to end. Only the
+/// bases that overlap it are read (with `read`), and each must have its listed length.
+pub fn assemble_prefix<B: Borrow<Vec<u8>>>(
+    bases: &[(BlobId, u32)],
+    skip: u32,
+    len: u32,
+    what: &str,
+    mut read: impl FnMut(&BlobId) -> Result<B>,
+) -> Result<Vec<u8>> {
+    let (lo, hi) = (skip as u64, skip as u64 + len as u64);
+    let mut prefix = Vec::with_capacity(len as usize);
+    let mut at = 0u64;
+    for (base, base_len) in bases {
+        let end = at + *base_len as u64;
+        if end > lo && at < hi {
+            let bytes = read(base)?;
+            let bytes: &Vec<u8> = bytes.borrow();
+            if bytes.len() != *base_len as usize {
+                return Err(Error::corrupt(
+                    what,
+                    format!("base chunk {} is not {base_len} bytes", base.short()),
+                ));
+            }
+            prefix.extend_from_slice(
+                &bytes[lo.saturating_sub(at) as usize..(hi.min(end) - at) as usize],
+            );
+        }
+        at = end;
+    }
+    Ok(prefix)
 }
 
 /// The plaintext of a delta-run blob (compression byte first): `run` compressed at `level`

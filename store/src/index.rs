@@ -200,15 +200,24 @@ impl Index {
 
     /// Whether a chunk or other blob is indexed, on its own or inside an indexed delta run.
     pub fn contains(&self, id: &BlobId) -> Result<bool> {
+        Ok(self.part_kind(id)?.is_some())
+    }
+
+    /// How an indexed blob is stored, as the part kind a tree names it with
+    /// ([`crate::tree::PART_CHUNK`] on its own, [`crate::tree::PART_IN_RUN`] inside an
+    /// indexed delta run); `None` when it is not indexed.
+    pub fn part_kind(&self, id: &BlobId) -> Result<Option<u8>> {
         let db = self.db();
         if db.get_pinned(key(b'b', &id.0)).map_err(ix)?.is_some() {
-            return Ok(true);
+            return Ok(Some(crate::tree::PART_CHUNK));
         }
         match db.get_pinned(key(b'm', &id.0)).map_err(ix)? {
-            Some(v) if v.len() == 40 => {
-                Ok(db.get_pinned(key(b'b', &v[..32])).map_err(ix)?.is_some())
+            Some(v)
+                if v.len() == 40 && db.get_pinned(key(b'b', &v[..32])).map_err(ix)?.is_some() =>
+            {
+                Ok(Some(crate::tree::PART_IN_RUN))
             }
-            _ => Ok(false),
+            _ => Ok(None),
         }
     }
 

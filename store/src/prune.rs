@@ -273,24 +273,7 @@ pub fn prune(repo: &Repo, opts: &Options, progress: &dyn Progress) -> Result<Rep
             let enc =
                 blob::open_encoded(&key, loc.slot, blob_id, e.kind, e.raw_len, sealed, &what)?;
             // Never move damage along: the data must decode and hash to its id.
-            let h = match e.kind {
-                blob::BlobKind::DeltaRun => {
-                    repo.decode_run(blob_id, &enc, u8::MAX, &what)?;
-                    *blob_id
-                }
-                blob::BlobKind::Tree => repo
-                    .keys()
-                    .tree_id(&blob::decode(&enc, blob_id, e.raw_len, &what)?),
-                _ => repo
-                    .keys()
-                    .chunk_id(&blob::decode(&enc, blob_id, e.raw_len, &what)?),
-            };
-            if h != *blob_id {
-                return Err(Error::corrupt(
-                    &what,
-                    format!("blob {} does not hash to its id", blob_id.short()),
-                ));
-            }
+            repo.decode_encoded(blob_id, e.kind, e.raw_len, &enc, &what)?;
             let b = builder.get_or_insert_with(|| PackBuilder::new(repo.keys()));
             b.add(*blob_id, e.kind, e.raw_len, &enc);
             if b.len() >= repo.config().pack_size as usize || b.entries().len() >= pack::MAX_ENTRIES

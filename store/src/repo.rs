@@ -363,7 +363,11 @@ impl Repo {
 
     /// A blob's plaintext, authenticated but not decompressed, and a name for errors.
     fn read_encoded(&self, id: &BlobId) -> Result<(Vec<u8>, String)> {
-        let loc = self.locate(id)?;
+        self.read_encoded_at(id, &self.locate(id)?)
+    }
+
+    /// [`Repo::read_encoded`] of a blob already located.
+    fn read_encoded_at(&self, id: &BlobId, loc: &Location) -> Result<(Vec<u8>, String)> {
         let what = format!("pack {}", loc.pack.short());
         let sealed = self
             .backend
@@ -403,25 +407,9 @@ impl Repo {
                 ),
             ));
         }
-        let (lo, hi) = (h.skip as u64, h.skip as u64 + h.prefix_len as u64);
-        let mut prefix = Vec::with_capacity(h.prefix_len as usize);
-        let mut at = 0u64;
-        for (base, len) in &h.bases {
-            let end = at + *len as u64;
-            if end > lo && at < hi {
-                let bytes = self.read_chunk_below(base, h.depth - 1)?;
-                if bytes.len() != *len as usize {
-                    return Err(Error::corrupt(
-                        what,
-                        format!("base chunk {} is not {len} bytes", base.short()),
-                    ));
-                }
-                let from = lo.saturating_sub(at) as usize;
-                let to = (hi.min(end) - at) as usize;
-                prefix.extend_from_slice(&bytes[from..to]);
-            }
-            at = end;
-        }
+        let prefix = crate::delta::assemble_prefix(&h.bases, h.skip, h.prefix_len, what, |base| {
+            self.read_chunk_below(base, h.depth - 1)
+        })?;
         let data = crate::delta::decode(frame, &prefix, h.run_len(), what)?;
         if self.keys.run_id(&data) != *id {
             return Err(Error::corrupt(
@@ -438,23 +426,27 @@ impl Repo {
         if loc.kind == BlobKind::DeltaRun {
             return Ok(self.read_run(id)?.to_vec());
         }
-        let what = format!("pack {}", loc.pack.short());
-        let sealed = self
-            .backend
-            .read_at(&pack_name(&loc.pack), loc.offset, loc.stored_len as u64)
-            .map_err(|e| match e {
-                Error::NotFound(_) => Error::corrupt(&what, "pack file is missing"),
-                e => e,
-            })?;
-        let key = self.pack_key(&loc.pack)?;
-        let data = blob::open(&key, loc.slot, id, loc.kind, loc.raw_len, &sealed, &what)?;
-        let check = match loc.kind {
-            BlobKind::Tree => self.keys.tree_id(&data),
-            _ => self.keys.chunk_id(&data),
+        let (enc, what) = self.read_encoded_at(id, &loc)?;
+        self.decode_encoded(id, loc.kind, loc.raw_len, &enc, &what)
+    }
+
+    /// Decodes a blob's authenticated plaintext (a delta run against its bases) and checks
+    /// it hashes to `id`: the one check every reader of blobs makes.
+    pub fn decode_encoded(
+        &self,
+        id: &BlobId,
+        kind: BlobKind,
+        raw_len: u32,
+        enc: &[u8],
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        let data = match kind {
+            BlobKind::DeltaRun => return Ok(self.decode_run(id, enc, u8::MAX, what)?.1),
+            _ => blob::decode(enc, id, raw_len, what)?,
         };
-        if check != *id {
+        if self.keys.blob_id(kind, &data) != *id {
             return Err(Error::corrupt(
-                &what,
+                what,
                 format!("blob {} does not hash to its id", id.short()),
             ));
         }
@@ -479,10 +471,7 @@ impl Repo {
         let mut b = crate::pack::PackBuilder::new(&self.keys);
         let mut ids = Vec::new();
         for (kind, data) in blobs {
-            let id = match kind {
-                BlobKind::Tree => self.keys.tree_id(data),
-                _ => self.keys.chunk_id(data),
-            };
+            let id = self.keys.blob_id(*kind, data);
             b.add(
                 id,
                 *kind,

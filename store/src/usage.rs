@@ -208,6 +208,11 @@ impl Runs {
         self.member_run.contains_key(id)
     }
 
+    /// Every chunk stored inside a delta run, with its run.
+    pub fn members(&self) -> impl Iterator<Item = (&BlobId, &BlobId)> {
+        self.member_run.iter()
+    }
+
     /// Adds to `set` the runs holding chunks in it, and (recursively) their bases.
     pub fn expand(&mut self, repo: &Repo, set: &mut IdSet<BlobId>) -> Result<()> {
         if self.member_run.is_empty() {
