@@ -12,7 +12,7 @@
 # A benchmark, not a test: it prints a table and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-corpus="" tables=4 rows=200000 events=3000 revisions=3 level="" chunks="" floor=1 keep=""
+corpus="" tables=4 rows=200000 events=3000 revisions=3 level="" chunks="" want_floor=1 keep=""
 while [ $# -gt 0 ]; do
   case $1 in
     --corpus) corpus=$2; shift 2 ;;
@@ -22,7 +22,7 @@ while [ $# -gt 0 ]; do
     --revisions) revisions=$2; shift 2 ;;
     --level) level=$2; shift 2 ;;
     --stream-chunks) chunks=$2; shift 2 ;;
-    --no-floor) floor=0; shift ;;
+    --no-floor) want_floor=0; shift ;;
     --keep-dumps) keep=$2; shift 2 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
@@ -109,7 +109,7 @@ measure() { # NAME DIR-OF-DUMPS
     local added plain floor="-" ratio="-"
     added=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["summary"]["added_bytes"])' "$work/$name-delta-$i.json")
     plain=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["summary"]["added_bytes"])' "$work/$name-plain-$i.json")
-    if [ -n "$prev" ] && [ "$floor" = 1 ]; then
+    if [ -n "$prev" ] && [ "$want_floor" = 1 ]; then
       zstd -q -19 --long=28 --patch-from="$prev" "$d" -o "$work/patch.zst" -f 2> /dev/null
       floor=$(stat -c %s "$work/patch.zst")
       ratio=$(echo "scale=2; $added / $floor" | bc)

@@ -98,9 +98,12 @@ pub struct BackupOptions {
     pub revision: Option<String>,
     /// Tags.
     pub tags: Vec<String>,
-    /// The snapshot whose versions of the same streams new ones are stored as delta runs
-    /// against (see `delta.rs`); `None` picks [`default_parent`].
+    /// The snapshot to compare with: a file whose size, times and inode match its entry
+    /// there is not read again, and a changed file or stream is stored as delta runs against
+    /// its version there (see `delta.rs`). `None` picks [`default_parent`].
     pub parent: Option<SnapshotId>,
+    /// Reads every file, even those unchanged in the parent (delta runs still use it).
+    pub reread: bool,
 }
 
 /// Hears about a backup's progress. Every method has a silent default.
@@ -136,14 +139,11 @@ pub fn backup(repo: &Repo, opts: BackupOptions, progress: &dyn Progress) -> Resu
     let started = Instant::now();
     let _lock = repo.lock(false, "backup")?;
     let mut a = Archiver::new(repo, progress)?;
-    // Only streams are delta-coded so far: without one, no parent is looked for.
-    let streams = opts.items.iter().any(|i| matches!(i, Item::Stream(_)));
+    a.reread = opts.reread;
     let parent = match opts.parent {
         Some(p) => Some(p),
-        None if streams => default_parent(repo, &opts)?,
-        None => None,
-    }
-    .filter(|_| repo.config().delta.is_some());
+        None => default_parent(repo, &opts)?,
+    };
     if let Some(p) = parent {
         a.load_parent(&p)?;
     }
@@ -180,7 +180,8 @@ pub fn backup(repo: &Repo, opts: BackupOptions, progress: &dyn Progress) -> Resu
                     })
                     .collect();
                 let mut rel = vec![name.as_bytes().to_vec()];
-                if let Some(e) = a.entry(&path, name.into_bytes(), &mut rel)? {
+                let was = a.parent_root.get(name.as_bytes()).cloned();
+                if let Some(e) = a.entry(&path, name.into_bytes(), &mut rel, was.as_ref())? {
                     root.push(e);
                 }
                 a.exclude.clear();
@@ -217,8 +218,8 @@ pub fn backup(repo: &Repo, opts: BackupOptions, progress: &dyn Progress) -> Resu
     })
 }
 
-/// The snapshot a backup's streams are delta-coded against when none is given: the newest
-/// with the same service label, or, without one, the newest with the same item names.
+/// The snapshot a backup is compared with when none is given: the newest with the same
+/// service label, or, without one, the newest with the same item names.
 pub fn default_parent(repo: &Repo, opts: &BackupOptions) -> Result<Option<SnapshotId>> {
     let names: Vec<String> = opts
         .items
@@ -273,19 +274,22 @@ struct Archiver<'r> {
     exclude: Vec<Vec<Vec<u8>>>,
     summary: Summary,
     warnings: Vec<String>,
-    /// The parent snapshot's root entries that are files, by name: what a stream of the same
-    /// name is delta-coded against.
-    parent_files: HashMap<Vec<u8>, Vec<Part>>,
+    /// The parent snapshot's root entries by name: what an item of the same name is
+    /// compared with (unchanged files are not read again; changed ones are delta-coded
+    /// against their former version).
+    parent_root: HashMap<Vec<u8>, Entry>,
     /// Delta runs in the open pack and their members: indexed once the pack is.
     pending_members: Vec<(BlobId, Vec<(BlobId, u32)>)>,
     /// Chunks stored inside delta runs by this backup.
     session_members: HashSet<BlobId>,
     /// Decoded chunks of the parent, lately used (a run's bases overlap the next run's).
-    parent_cache: Vec<(BlobId, std::sync::Arc<Vec<u8>>)>,
+    parent_cache: Vec<(BlobId, crate::blob::Bytes)>,
     /// Depths of runs met as bases.
     run_depths: HashMap<BlobId, u8>,
+    /// Read every file, unchanged or not (`BackupOptions::reread`).
+    reread: bool,
     /// Runs waiting to be compressed: id, header, bytes, prefix.
-    queued_runs: Vec<(BlobId, crate::delta::RunHeader, Vec<u8>, Vec<u8>)>,
+    queued_runs: Vec<(BlobId, crate::delta::RunHeader, Vec<u8>, crate::blob::Bytes)>,
     /// Their bytes and prefixes.
     queued_bytes: usize,
 }
@@ -310,13 +314,14 @@ impl<'r> Archiver<'r> {
             exclude: Vec::new(),
             summary: Summary::default(),
             warnings: Vec::new(),
-            parent_files: HashMap::new(),
+            parent_root: HashMap::new(),
             pending_members: Vec::new(),
             session_members: HashSet::new(),
             parent_cache: Vec::new(),
             run_depths: HashMap::new(),
             queued_runs: Vec::new(),
             queued_bytes: 0,
+            reread: false,
         })
     }
 
@@ -327,11 +332,13 @@ impl<'r> Archiver<'r> {
     }
 
     /// One filesystem entry; `None` when it was skipped with a warning.
+    /// `was` is the parent snapshot's entry of the same path, if any.
     fn entry(
         &mut self,
         path: &Path,
         name: Vec<u8>,
         rel: &mut Vec<Vec<u8>>,
+        was: Option<&Entry>,
     ) -> Result<Option<(Entry, Option<usize>)>> {
         let md = match std::fs::symlink_metadata(path) {
             Ok(m) => m,
@@ -355,7 +362,11 @@ impl<'r> Archiver<'r> {
         };
         let mut slot = None;
         if ft.is_dir() {
-            let id = match self.dir(path, rel)? {
+            let was = match was.map(|w| &w.node) {
+                Some(Node::Dir(id)) => Some(*id),
+                _ => None,
+            };
+            let id = match self.dir(path, rel, was)? {
                 Some(id) => id,
                 None => return Ok(None),
             };
@@ -371,28 +382,41 @@ impl<'r> Archiver<'r> {
                 }
                 self.hardlinks.insert((md.dev(), md.ino()), rel.clone());
             }
+            self.summary.files += 1;
+            if let Some(parts) = self.unchanged(&entry, was)? {
+                // Same size, times and inode as in the parent: its chunks, not read again.
+                self.summary.bytes += entry.size;
+                self.summary.unchanged_files += 1;
+                entry.node = Node::File(parts);
+                return Ok(Some((entry, None)));
+            }
             let file = match File::open(path) {
                 Ok(f) => f,
                 Err(e) => {
+                    self.summary.files -= 1;
                     self.hardlinks.remove(&(md.dev(), md.ino()));
                     self.warn(format!("{}: {e}", path.display()));
                     return Ok(None);
                 }
             };
             let chunker = self.tree_chunker.clone();
-            match self.data(file, &chunker)? {
+            let read = match was.and_then(|w| self.delta_parent(w, entry.size)) {
+                Some(p) => self.delta_data(file, &chunker, &p)?,
+                None => self.data(file, &chunker)?,
+            };
+            match read {
                 Ok((s, n)) => {
                     entry.size = n;
                     slot = Some(s);
                 }
                 Err(e) => {
+                    self.summary.files -= 1;
                     self.hardlinks.remove(&(md.dev(), md.ino()));
                     self.warn(format!("{}: {e}", path.display()));
                     return Ok(None);
                 }
             }
             entry.node = Node::File(Vec::new());
-            self.summary.files += 1;
         } else if ft.is_symlink() {
             match std::fs::read_link(path) {
                 Ok(t) => entry.node = Node::Symlink(t.as_os_str().as_bytes().to_vec()),
@@ -422,7 +446,13 @@ impl<'r> Archiver<'r> {
     }
 
     /// A directory's tree id; `None` when it cannot be read (warned).
-    fn dir(&mut self, path: &Path, rel: &mut Vec<Vec<u8>>) -> Result<Option<BlobId>> {
+    /// `was` is the parent snapshot's tree of the same directory, if any.
+    fn dir(
+        &mut self,
+        path: &Path,
+        rel: &mut Vec<Vec<u8>>,
+        was: Option<BlobId>,
+    ) -> Result<Option<BlobId>> {
         let rd = match std::fs::read_dir(path) {
             Ok(rd) => rd,
             Err(e) => {
@@ -438,6 +468,17 @@ impl<'r> Archiver<'r> {
             }
         }
         names.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let mut before: HashMap<Vec<u8>, Entry> = HashMap::new();
+        if let Some(id) = was {
+            match self.repo.load_tree(&id) {
+                Ok(t) => before.extend(t.entries.into_iter().map(|e| (e.name.clone(), e))),
+                // Not worth failing the backup for: everything below is read again.
+                Err(e) => self.progress.warn(&format!(
+                    "{}: the parent snapshot's listing cannot be read ({e}); reading every file",
+                    path.display()
+                )),
+            }
+        }
         let mut entries = Vec::with_capacity(names.len());
         for n in names {
             let child = path.join(&n);
@@ -446,7 +487,7 @@ impl<'r> Archiver<'r> {
                 rel.pop();
                 continue;
             }
-            let e = self.entry(&child, n.as_bytes().to_vec(), rel);
+            let e = self.entry(&child, n.as_bytes().to_vec(), rel, before.get(n.as_bytes()));
             rel.pop();
             if let Some(e) = e? {
                 entries.push(e);
@@ -492,13 +533,9 @@ impl<'r> Archiver<'r> {
         let now = crate::now_ns();
         let chunker = self.stream_chunker.clone();
         let parent = self
-            .parent_files
+            .parent_root
             .get(s.name.as_bytes())
-            .filter(|parts| {
-                let len: u64 = parts.iter().map(|p| p.len as u64).sum();
-                self.repo.config().delta.is_some_and(|d| len >= d.min_file)
-            })
-            .cloned();
+            .and_then(|e| self.delta_parent(e, u64::MAX));
         let (slot, size) = match s.source {
             StreamSource::Reader(r) => match parent {
                 Some(p) => self.delta_data(r, &chunker, &p)?,
@@ -576,6 +613,40 @@ impl<'r> Archiver<'r> {
         }
         self.summary.bytes += total;
         Ok(Ok((slot, total)))
+    }
+
+    /// The parent's chunks of a file whose size, times and inode are those of `was` (the
+    /// parent's entry), if every one of them is still stored; `None` means: read it.
+    fn unchanged(&self, now: &Entry, was: Option<&Entry>) -> Result<Option<Vec<Part>>> {
+        let Some(was) = was.filter(|_| !self.reread) else {
+            return Ok(None);
+        };
+        let Node::File(parts) = &was.node else {
+            return Ok(None);
+        };
+        if (was.size, was.mtime_ns, was.ctime_ns, was.ino)
+            != (now.size, now.mtime_ns, now.ctime_ns, now.ino)
+            || parts.iter().map(|p| p.len as u64).sum::<u64>() != now.size
+        {
+            return Ok(None);
+        }
+        for p in parts {
+            if !self.known(&p.id)? {
+                return Ok(None);
+            }
+        }
+        Ok(Some(parts.clone()))
+    }
+
+    /// The parts of `was` (the parent's entry of a file now `size` bytes) to delta-code the
+    /// new version against: when delta runs are on and both versions are large enough.
+    fn delta_parent(&self, was: &Entry, size: u64) -> Option<Vec<Part>> {
+        let d = self.repo.config().delta?;
+        let Node::File(parts) = &was.node else {
+            return None;
+        };
+        let len: u64 = parts.iter().map(|p| p.len as u64).sum();
+        (len >= d.min_file && size >= d.min_file).then(|| parts.clone())
     }
 
     fn known(&self, id: &BlobId) -> Result<bool> {
@@ -661,8 +732,7 @@ impl<'r> Archiver<'r> {
         Ok(())
     }
 
-    /// Reads the parent snapshot's root files (the streams a new stream can be delta-coded
-    /// against).
+    /// Reads the parent snapshot's root entries.
     fn load_parent(&mut self, id: &SnapshotId) -> Result<()> {
         let snap = match self.repo.load_snapshot(id) {
             Ok(s) => s,
@@ -672,19 +742,17 @@ impl<'r> Archiver<'r> {
         };
         let root = self.repo.load_tree(&snap.tree)?;
         for e in root.entries {
-            if let Node::File(parts) = e.node {
-                self.parent_files.insert(e.name, parts);
-            }
+            self.parent_root.insert(e.name.clone(), e);
         }
         Ok(())
     }
 
     /// A chunk of the parent, decoded (kept for the next runs, up to 64 MiB).
-    fn parent_chunk(&mut self, id: &BlobId) -> Result<std::sync::Arc<Vec<u8>>> {
+    fn parent_chunk(&mut self, id: &BlobId) -> Result<crate::blob::Bytes> {
         if let Some(i) = self.parent_cache.iter().position(|(c, _)| c == id) {
             return Ok(self.parent_cache[i].1.clone());
         }
-        let data = std::sync::Arc::new(self.repo.read_chunk(id)?);
+        let data = self.repo.base_chunk(id)?;
         let mut total: usize = self.parent_cache.iter().map(|(_, d)| d.len()).sum();
         while total + data.len() > 64 << 20 && !self.parent_cache.is_empty() {
             total -= self.parent_cache.remove(0).1.len();

@@ -40,6 +40,59 @@ impl BlobKind {
     }
 }
 
+/// Bytes of data read from a repository: a stretch of a shared buffer (a decoded delta run
+/// or a data blob), so handing out a chunk of a run, or a prefix made of neighbouring chunks,
+/// copies nothing.
+#[derive(Clone, Debug)]
+pub struct Bytes {
+    buf: std::sync::Arc<Vec<u8>>,
+    range: std::ops::Range<usize>,
+}
+
+impl Bytes {
+    /// All of `buf`.
+    pub fn whole(buf: std::sync::Arc<Vec<u8>>) -> Self {
+        let range = 0..buf.len();
+        Self { buf, range }
+    }
+
+    /// Bytes `range` of `buf`, or `None` when `range` is not inside it.
+    pub fn part(buf: std::sync::Arc<Vec<u8>>, range: std::ops::Range<usize>) -> Option<Self> {
+        (range.start <= range.end && range.end <= buf.len()).then_some(Self { buf, range })
+    }
+
+    /// These bytes narrowed to `range` (relative to them), or `None` when it is not inside.
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Option<Self> {
+        (range.start <= range.end && range.end <= self.len()).then(|| Self {
+            buf: self.buf.clone(),
+            range: self.range.start + range.start..self.range.start + range.end,
+        })
+    }
+
+    /// `self` and `next` joined, when `next` starts in the same buffer where `self` ends.
+    pub fn join(&self, next: &Bytes) -> Option<Self> {
+        (std::sync::Arc::ptr_eq(&self.buf, &next.buf) && self.range.end == next.range.start).then(
+            || Self {
+                buf: self.buf.clone(),
+                range: self.range.start..next.range.end,
+            },
+        )
+    }
+}
+
+impl From<Vec<u8>> for Bytes {
+    fn from(v: Vec<u8>) -> Self {
+        Self::whole(std::sync::Arc::new(v))
+    }
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.range.clone()]
+    }
+}
+
 const RAW: u8 = 0;
 const ZSTD: u8 = 1;
 
@@ -110,6 +163,13 @@ pub fn open_encoded(
         .ok_or_else(|| Error::corrupt(what, format!("blob {} failed authentication", id.short())))
 }
 
+thread_local! {
+    /// A decompression context per thread: making one per blob costs more than decompressing
+    /// a small chunk.
+    static DECOMPRESSOR: std::cell::RefCell<zstd::bulk::Decompressor<'static>> =
+        std::cell::RefCell::new(zstd::bulk::Decompressor::new().expect("a zstd context"));
+}
+
 /// Decompresses an encoded blob and checks its length.
 pub fn decode(plain: &[u8], id: &BlobId, raw_len: u32, what: &str) -> Result<Vec<u8>> {
     let (&comp, body) = plain
@@ -117,7 +177,8 @@ pub fn decode(plain: &[u8], id: &BlobId, raw_len: u32, what: &str) -> Result<Vec
         .ok_or_else(|| Error::corrupt(what, "empty blob"))?;
     let data = match comp {
         RAW => body.to_vec(),
-        ZSTD => zstd::bulk::decompress(body, raw_len as usize)
+        ZSTD => DECOMPRESSOR
+            .with_borrow_mut(|d| d.decompress(body, raw_len as usize))
             .map_err(|e| Error::corrupt(what, format!("blob {}: zstd: {e}", id.short())))?,
         other => {
             return Err(Error::NewerFormat {

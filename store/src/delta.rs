@@ -21,7 +21,7 @@
 //! against a run. Bases are named by chunk id too; a base may itself be a member of an older
 //! run, so decoding follows a chain, and `depth` (1 + the deepest base) bounds it.
 
-use std::borrow::Borrow;
+use crate::blob::Bytes;
 
 use crate::codec::{Put, Reader};
 use crate::error::{Error, Result};
@@ -130,35 +130,46 @@ impl RunHeader {
 }
 
 /// The prefix a run names: bytes `skip .. skip + len` of its bases laid end to end. Only the
-/// bases that overlap it are read (with `read`), and each must have its listed length.
-pub fn assemble_prefix<B: Borrow<Vec<u8>>>(
+/// bases that overlap it are read (with `read`), and each must have its listed length. Bases
+/// that lie side by side in one buffer (chunks of one decoded run) are not copied.
+pub fn assemble_prefix(
     bases: &[(BlobId, u32)],
     skip: u32,
     len: u32,
     what: &str,
-    mut read: impl FnMut(&BlobId) -> Result<B>,
-) -> Result<Vec<u8>> {
+    mut read: impl FnMut(&BlobId) -> Result<Bytes>,
+) -> Result<Bytes> {
     let (lo, hi) = (skip as u64, skip as u64 + len as u64);
-    let mut prefix = Vec::with_capacity(len as usize);
+    let mut pieces: Vec<Bytes> = Vec::new();
     let mut at = 0u64;
     for (base, base_len) in bases {
         let end = at + *base_len as u64;
         if end > lo && at < hi {
             let bytes = read(base)?;
-            let bytes: &Vec<u8> = bytes.borrow();
             if bytes.len() != *base_len as usize {
                 return Err(Error::corrupt(
                     what,
                     format!("base chunk {} is not {base_len} bytes", base.short()),
                 ));
             }
-            prefix.extend_from_slice(
-                &bytes[lo.saturating_sub(at) as usize..(hi.min(end) - at) as usize],
-            );
+            let piece = bytes
+                .slice(lo.saturating_sub(at) as usize..(hi.min(end) - at) as usize)
+                .expect("inside the base");
+            match pieces.last().and_then(|p| p.join(&piece)) {
+                Some(joined) => *pieces.last_mut().expect("one") = joined,
+                None => pieces.push(piece),
+            }
         }
         at = end;
     }
-    Ok(prefix)
+    if let [one] = &pieces[..] {
+        return Ok(one.clone());
+    }
+    let mut prefix = Vec::with_capacity(len as usize);
+    for p in &pieces {
+        prefix.extend_from_slice(p);
+    }
+    Ok(prefix.into())
 }
 
 /// The plaintext of a delta-run blob (compression byte first): `run` compressed at `level`
@@ -259,9 +270,10 @@ pub fn decode(frame: &[u8], prefix: &[u8], run_len: u64, what: &str) -> Result<V
     dctx.set_parameter(DParameter::WindowLogMax(WINDOW_LOG_MAX))
         .map_err(zerr)?;
     dctx.ref_prefix(prefix).map_err(zerr)?;
-    // One byte more than the run, so a frame that decodes to more is caught.
-    let mut out = vec![0; run_len as usize + 1];
-    let n = dctx.decompress(&mut out[..], frame).map_err(zerr)?;
+    // One byte more than the run, so a frame that decodes to more is caught. zstd writes
+    // into the spare capacity: no need to zero it first.
+    let mut out = Vec::with_capacity(run_len as usize + 1);
+    let n = dctx.decompress(&mut out, frame).map_err(zerr)?;
     if n as u64 != run_len {
         return Err(Error::corrupt(
             what,

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::backend::{Backend, LocalBackend};
-use crate::blob::{self, BlobKind};
+use crate::blob::{self, BlobKind, Bytes};
 use crate::chunker::Chunker;
 use crate::config::{Config, KdfParams};
 use crate::crypto::{Keys, MasterKey, ObjectKey, random_array};
@@ -60,11 +60,29 @@ pub struct Repo {
     pack_keys: Mutex<HashMap<PackId, ObjectKey>>,
     /// Delta runs decoded lately, newest last (restoring a dump reads each run's chunks in
     /// turn, and a run's bases are often chunks of the run before).
-    runs: Mutex<Vec<(BlobId, Arc<Vec<u8>>)>>,
+    runs: Mutex<Vec<(BlobId, RunSlot)>>,
 }
+
+/// A decoded delta run, or the place one is being decoded into.
+type RunSlot = Arc<Mutex<Option<Arc<Vec<u8>>>>>;
 
 /// How many decoded delta runs a process keeps.
 const RUN_CACHE: usize = 8;
+
+/// Refuses a run deeper than `depth` (its reader's bases must be shallower than the reader).
+fn check_depth(id: &BlobId, h: &crate::delta::RunHeader, depth: u8, what: &str) -> Result<()> {
+    if h.depth > depth {
+        return Err(Error::corrupt(
+            what,
+            format!(
+                "delta run {} is {} deep where at most {depth} can be (a chain that loops?)",
+                id.short(),
+                h.depth
+            ),
+        ));
+    }
+    Ok(())
+}
 
 fn whoami() -> String {
     std::env::var("USER")
@@ -301,16 +319,36 @@ impl Repo {
     /// Reads a chunk of file data: a data blob of its own, or its slice of the delta run that
     /// holds it; either way re-hashed against its id.
     pub fn read_chunk(&self, id: &BlobId) -> Result<Vec<u8>> {
-        self.read_chunk_below(id, u8::MAX)
+        Ok(self.chunk(id)?.to_vec())
     }
 
-    /// [`Repo::read_chunk`], refusing a chunk in a run deeper than `depth` (a run's bases must
-    /// be shallower than the run, which is what ends every chain, also in a hostile one).
-    fn read_chunk_below(&self, id: &BlobId, depth: u8) -> Result<Vec<u8>> {
+    /// [`Repo::read_chunk`] without copying a chunk out of its run.
+    pub fn chunk(&self, id: &BlobId) -> Result<Bytes> {
+        self.chunk_below(id, u8::MAX, true)
+    }
+
+    /// A chunk to compress a new delta run against. A chunk of a run is not re-hashed: wrong
+    /// bytes would only make the new run larger, since decoding reads the same bytes and
+    /// checks the result.
+    pub fn base_chunk(&self, id: &BlobId) -> Result<Bytes> {
+        self.chunk_below(id, u8::MAX, false)
+    }
+
+    /// [`Repo::chunk`], refusing a chunk in a run deeper than `depth` (a run's bases must be
+    /// shallower than the run, which is what ends every chain, also in a hostile one). The
+    /// chunk is re-hashed only when `verify` says so. A chunk read as a base needs no hash
+    /// of its own: decoding with wrong bases gives wrong bytes, which the chunks read from
+    /// the decoded run then fail (every chunk handed out to be used is re-hashed), so
+    /// restoring through a chain of N runs hashes its bytes once, not N + 1 times.
+    fn chunk_below(&self, id: &BlobId, depth: u8, verify: bool) -> Result<Bytes> {
         if let Some(loc) = self.index().get(id)?
             && loc.kind == BlobKind::Data
         {
-            return self.read_blob(id);
+            if verify {
+                return Ok(self.read_blob(id)?.into());
+            }
+            let (enc, what) = self.read_encoded_at(id, &loc)?;
+            return Ok(blob::decode(&enc, id, loc.raw_len, &what)?.into());
         }
         let Some((run, off, len)) = self.index().member(id)? else {
             return Err(Error::corrupt(
@@ -318,46 +356,58 @@ impl Repo {
                 "not in the index (its pack is missing; try `cairn index rebuild`)",
             ));
         };
-        let data = self.read_run_below(&run, depth)?;
         let what = format!("delta run {}", run.short());
-        let slice = data
-            .get(off as usize..off as usize + len as usize)
-            .ok_or_else(|| {
-                Error::corrupt(&what, format!("chunk {} lies outside it", id.short()))
-            })?;
-        if self.keys.chunk_id(slice) != *id {
+        let slice = Bytes::part(
+            self.read_run_below(&run, depth)?,
+            off as usize..off as usize + len as usize,
+        )
+        .ok_or_else(|| Error::corrupt(&what, format!("chunk {} lies outside it", id.short())))?;
+        if verify && self.keys.chunk_id(&slice) != *id {
+            // Decoding the run again, checked level by level, names the damage precisely.
+            let (enc, what) = self.read_encoded(&run)?;
+            self.decode_run(&run, &enc, depth, &what)?;
             return Err(Error::corrupt(
                 &what,
                 format!("chunk {} does not hash to its id", id.short()),
             ));
         }
-        Ok(slice.to_vec())
+        Ok(slice)
     }
 
-    /// The bytes of a delta run, decoded (and kept for the next reads).
-    pub fn read_run(&self, id: &BlobId) -> Result<Arc<Vec<u8>>> {
-        self.read_run_below(id, u8::MAX)
-    }
-
+    /// The bytes of a delta run at most `depth` deep, decoded (and kept for the next reads)
+    /// but not re-hashed: see [`Repo::chunk_below`]. Threads that want the same run wait
+    /// for the one decoding it. Each thread holds a run's slot only while it waits for runs
+    /// its header proved shallower, so no two threads ever wait on each other.
     fn read_run_below(&self, id: &BlobId, depth: u8) -> Result<Arc<Vec<u8>>> {
-        if let Some(d) = self
-            .runs
-            .lock()
-            .expect("not poisoned")
-            .iter()
-            .find(|(r, _)| r == id)
-            .map(|(_, d)| d.clone())
-        {
-            return Ok(d);
+        let slot = {
+            let mut cache = self.runs.lock().expect("not poisoned");
+            match cache.iter().position(|(r, _)| r == id) {
+                Some(i) => {
+                    let hit = cache.remove(i);
+                    cache.push(hit);
+                }
+                None => {
+                    if cache.len() >= RUN_CACHE {
+                        cache.remove(0);
+                    }
+                    cache.push((*id, Arc::new(Mutex::new(None))));
+                }
+            }
+            cache.last().expect("just pushed").1.clone()
+        };
+        if let Some(d) = slot.lock().expect("not poisoned").as_ref() {
+            return Ok(d.clone());
         }
+        // The header's depth is checked before the slot is taken (see above).
         let (enc, what) = self.read_encoded(id)?;
-        let (_, data) = self.decode_run(id, &enc, depth, &what)?;
-        let data = Arc::new(data);
-        let mut cache = self.runs.lock().expect("not poisoned");
-        if cache.len() >= RUN_CACHE {
-            cache.remove(0);
+        let (h, frame) = crate::delta::parse(&enc, &what)?;
+        check_depth(id, &h, depth, &what)?;
+        let mut held = slot.lock().expect("not poisoned");
+        if let Some(d) = held.as_ref() {
+            return Ok(d.clone());
         }
-        cache.push((*id, data.clone()));
+        let data = Arc::new(self.decode_against_bases(&h, frame, false, &what)?);
+        *held = Some(data.clone());
         Ok(data)
     }
 
@@ -397,35 +447,50 @@ impl Repo {
         what: &str,
     ) -> Result<(crate::delta::RunHeader, Vec<u8>)> {
         let (h, frame) = crate::delta::parse(enc, what)?;
-        if h.depth > depth {
-            return Err(Error::corrupt(
-                what,
-                format!(
-                    "delta run {} is {} deep where at most {depth} can be (a chain that loops?)",
-                    id.short(),
-                    h.depth
-                ),
-            ));
-        }
-        let prefix = crate::delta::assemble_prefix(&h.bases, h.skip, h.prefix_len, what, |base| {
-            self.read_chunk_below(base, h.depth - 1)
-        })?;
-        let data = crate::delta::decode(frame, &prefix, h.run_len(), what)?;
+        check_depth(id, &h, depth, what)?;
+        let data = self.decode_parsed(id, &h, frame, what)?;
+        Ok((h, data))
+    }
+
+    /// Decodes a parsed run against its bases and checks it hashes to `id`. When it does not,
+    /// the bases are read again and re-hashed, so the error names a damaged base (a chunk of
+    /// a run that was decoded wrong) rather than this run.
+    fn decode_parsed(
+        &self,
+        id: &BlobId,
+        h: &crate::delta::RunHeader,
+        frame: &[u8],
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        let data = self.decode_against_bases(h, frame, false, what)?;
         if self.keys.run_id(&data) != *id {
+            self.decode_against_bases(h, frame, true, what)?;
             return Err(Error::corrupt(
                 what,
                 format!("delta run {} does not hash to its id", id.short()),
             ));
         }
-        Ok((h, data))
+        Ok(data)
+    }
+
+    /// Decodes a parsed run against its bases (re-hashing each base when `verify`), without
+    /// checking the result.
+    fn decode_against_bases(
+        &self,
+        h: &crate::delta::RunHeader,
+        frame: &[u8],
+        verify: bool,
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        let prefix = crate::delta::assemble_prefix(&h.bases, h.skip, h.prefix_len, what, |base| {
+            self.chunk_below(base, h.depth - 1, verify)
+        })?;
+        crate::delta::decode(frame, &prefix, h.run_len(), what)
     }
 
     /// Reads, authenticates, decompresses and re-hashes a blob.
     pub fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
         let loc = self.locate(id)?;
-        if loc.kind == BlobKind::DeltaRun {
-            return Ok(self.read_run(id)?.to_vec());
-        }
         let (enc, what) = self.read_encoded_at(id, &loc)?;
         self.decode_encoded(id, loc.kind, loc.raw_len, &enc, &what)
     }

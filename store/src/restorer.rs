@@ -14,7 +14,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 use crate::archiver::valid_component;
+use crate::blob::Bytes;
 use crate::error::{Error, Result};
 use crate::fsmeta;
 use crate::id::BlobId;
@@ -94,7 +97,13 @@ pub fn lookup(repo: &Repo, root: &BlobId, path: &[Vec<u8>]) -> Result<Entry> {
     ))
 }
 
+/// How many bytes of a file's chunks are read ahead (on every core) while the chunks before
+/// them are written.
+const READ_AHEAD: u64 = 16 << 20;
+
 /// Writes a file's parts to `out`, authenticating every blob and checking every length.
+/// Chunks are read and decoded in windows of [`READ_AHEAD`] bytes, the chunks of a window in
+/// parallel, while the window before is written.
 pub fn write_parts(
     repo: &Repo,
     parts: &[Part],
@@ -102,26 +111,60 @@ pub fn write_parts(
     what: &str,
     progress: &dyn Progress,
 ) -> Result<u64> {
-    let mut n = 0u64;
-    for p in parts {
-        let data = repo
-            .read_chunk(&p.id)
-            .map_err(|e| Error::corrupt(what, format!("cannot be read: {e}")))?;
-        if data.len() != p.len as usize {
-            return Err(Error::corrupt(
-                what,
-                format!(
-                    "blob {} has {} bytes, the tree says {}",
-                    p.id.short(),
-                    data.len(),
-                    p.len
-                ),
-            ));
+    let mut windows = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (i, p) in parts.iter().enumerate() {
+        bytes += p.len as u64;
+        if bytes >= READ_AHEAD || i + 1 == parts.len() {
+            windows.push(&parts[start..=i]);
+            (start, bytes) = (i + 1, 0);
         }
-        out.write_all(&data).map_err(|e| Error::io(what, e))?;
-        progress.bytes(data.len() as u64);
-        n += data.len() as u64;
     }
+    let read = |w: &[Part]| -> Vec<Result<Bytes>> {
+        w.par_iter()
+            .map(|p| {
+                repo.chunk(&p.id)
+                    .map_err(|e| Error::corrupt(what, format!("cannot be read: {e}")))
+            })
+            .collect()
+    };
+    let mut n = 0u64;
+    let mut write = |w: &[Part], chunks: Vec<Result<Bytes>>| -> Result<()> {
+        for (p, data) in w.iter().zip(chunks) {
+            let data = data?;
+            if data.len() != p.len as usize {
+                return Err(Error::corrupt(
+                    what,
+                    format!(
+                        "blob {} has {} bytes, the tree says {}",
+                        p.id.short(),
+                        data.len(),
+                        p.len
+                    ),
+                ));
+            }
+            out.write_all(&data).map_err(|e| Error::io(what, e))?;
+            progress.bytes(data.len() as u64);
+            n += data.len() as u64;
+        }
+        Ok(())
+    };
+    let Some((first, rest)) = windows.split_first() else {
+        return Ok(0);
+    };
+    let mut current = (*first, read(first));
+    std::thread::scope(|s| {
+        for w in rest {
+            let next = s.spawn(|| read(w));
+            let written = write(current.0, std::mem::take(&mut current.1));
+            let chunks = next
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            written?;
+            current = (*w, chunks);
+        }
+        write(current.0, std::mem::take(&mut current.1))
+    })?;
     Ok(n)
 }
 

@@ -127,6 +127,7 @@ fn take_dump(
         revision: Some(revision.to_string()),
         tags: tags.iter().map(|t| t.to_string()).collect(),
         parent: None,
+        reread: false,
     };
     let r = archiver::backup(repo, opts, report)?;
     if !r.warnings.is_empty() {

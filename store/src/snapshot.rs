@@ -12,6 +12,10 @@ pub const SNAPSHOT_VERSION: u32 = 1;
 /// Largest snapshot file accepted.
 pub const MAX_SNAPSHOT_FILE: usize = 16 * 1024 * 1024;
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// What a backup did, recorded with the snapshot.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Summary {
@@ -31,6 +35,10 @@ pub struct Summary {
     pub added_bytes: u64,
     /// Entries that could not be read and were left out (each was reported).
     pub skipped: u64,
+    /// Files found unchanged against the parent snapshot (same size, times and inode) and
+    /// not read again. Omitted from the document when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unchanged_files: u64,
     /// Wall time in milliseconds.
     pub duration_ms: u64,
 }

@@ -499,6 +499,7 @@ fn one_op(
                 revision: Some(format!("g{g}")),
                 tags: vec![],
                 parent: None,
+                reread: false,
             };
             let r = archiver::backup(repo, opts, &Quiet)?;
             model.snaps.insert(

@@ -331,6 +331,7 @@ fn sample_snapshot(tree: BlobId) -> Snapshot {
             new_raw_bytes: 300,
             added_bytes: 400,
             skipped: 0,
+            unchanged_files: 0,
             duration_ms: 5,
         },
     }

@@ -8,7 +8,7 @@ use crate::support::*;
 
 /// A SQL-dump-like text of `rows` rows; `rev` changes a scattered few of them (as an OLTP
 /// load does between two dumps) and adds some at the end.
-fn dump(rev: u64, rows: u64) -> Vec<u8> {
+pub fn dump(rev: u64, rows: u64) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(b"-- dump\nCREATE TABLE t (id INT, name TEXT, n INT);\n");
     for i in 0..rows + rev * 50 {

@@ -10,6 +10,7 @@ mod hostile;
 mod kills;
 mod lifecycle;
 mod mariadb;
+mod parent;
 mod repair;
 mod rotation;
 mod state;

@@ -39,6 +39,11 @@ pub struct Args {
     /// A tag; repeat for more.
     #[arg(long = "tag", value_name = "TAG")]
     tags: Vec<String>,
+    /// Read every file again. By default a file whose size, mtime, ctime and inode are those
+    /// it had in the parent snapshot (the newest of the same service, or of the same paths)
+    /// keeps its chunks from there without being read.
+    #[arg(long)]
+    force: bool,
     /// Print the result as one JSON object.
     #[arg(long)]
     json: bool,
@@ -84,6 +89,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
         revision: a.revision,
         tags: a.tags,
         parent: None,
+        reread: a.force,
     };
     let bar = ui::Bar::new(g.quiet || a.json, "backup");
     let r = archiver::backup(&repo, opts, &bar);

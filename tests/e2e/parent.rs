@@ -1,0 +1,129 @@
+//! The parent snapshot: files unchanged since it (same size, mtime, ctime and inode) keep
+//! their chunks without being read, anything else is read again, and a large file that
+//! changed is stored as delta runs against its version there.
+
+use std::fs;
+use std::path::Path;
+
+use crate::support::*;
+
+fn backup_json(f: &Fixture, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["backup", "--json"];
+    all.extend_from_slice(args);
+    let out = f.run(&all);
+    assert_ok(&out);
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn unchanged(v: &serde_json::Value) -> u64 {
+    v["summary"]["unchanged_files"].as_u64().unwrap_or(0)
+}
+
+fn restore_and_compare(f: &Fixture, id: &str, src: &Path, name: &str) {
+    let target = f.path(&format!("restored-{}", &id[..8]));
+    let out = f.run(&["restore", id, "--target", target.to_str().unwrap()]);
+    assert_ok(&out);
+    for p in files_below(src) {
+        let rel = p.strip_prefix(src).unwrap();
+        assert_eq!(
+            fs::read(&p).unwrap(),
+            fs::read(target.join(name).join(rel)).unwrap(),
+            "{} differs after restore",
+            rel.display()
+        );
+    }
+}
+
+fn tree(f: &Fixture, n: usize) -> std::path::PathBuf {
+    let src = f.path("site");
+    fs::create_dir_all(src.join("files")).unwrap();
+    for i in 0..n {
+        fs::write(
+            src.join(format!("files/f{i}")),
+            pseudo_data(50_000, i as u64),
+        )
+        .unwrap();
+    }
+    src
+}
+
+#[test]
+fn unchanged_files_keep_their_chunks_without_being_read() {
+    let f = Fixture::new();
+    let src = tree(&f, 20);
+    let s = src.to_str().unwrap();
+    let first = backup_json(&f, &[s]);
+    assert_eq!(unchanged(&first), 0);
+
+    let again = backup_json(&f, &[s]);
+    assert_eq!(unchanged(&again), 20, "{again}");
+    assert_eq!(again["summary"]["new_blobs"], 0, "{again}");
+    assert_eq!(again["summary"]["bytes"], first["summary"]["bytes"]);
+
+    let mut extra = fs::OpenOptions::new()
+        .append(true)
+        .open(src.join("files/f3"))
+        .unwrap();
+    std::io::Write::write_all(&mut extra, b"one more line\n").unwrap();
+    drop(extra);
+    let changed = backup_json(&f, &[s]);
+    assert_eq!(unchanged(&changed), 19, "{changed}");
+    restore_and_compare(&f, changed["id"].as_str().unwrap(), &src, "site");
+
+    let forced = backup_json(&f, &["--force", s]);
+    assert_eq!(unchanged(&forced), 0, "--force reads every file: {forced}");
+    assert_eq!(forced["summary"]["files"], 20);
+}
+
+#[test]
+fn a_file_rewritten_with_its_old_size_and_mtime_is_read_again() {
+    let f = Fixture::new();
+    let src = tree(&f, 5);
+    let s = src.to_str().unwrap();
+    backup_json(&f, &[s]);
+    // Same length, other bytes, and the old mtime put back: only the ctime tells.
+    let p = src.join("files/f2");
+    let mtime = fs::metadata(&p).unwrap().modified().unwrap();
+    fs::write(&p, pseudo_data(50_000, 999)).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().modified().unwrap(), mtime);
+    let next = backup_json(&f, &[s]);
+    assert_eq!(unchanged(&next), 4, "{next}");
+    restore_and_compare(&f, next["id"].as_str().unwrap(), &src, "site");
+}
+
+#[test]
+fn a_changed_large_file_in_a_tree_is_stored_as_delta_runs() {
+    let f = Fixture::new();
+    let src = f.path("data");
+    fs::create_dir_all(&src).unwrap();
+    let big = src.join("big.sql");
+    let s = src.to_str().unwrap();
+    fs::write(&big, crate::delta::dump(0, 100_000)).unwrap();
+    let first = backup_json(&f, &[s]);
+    fs::write(&big, crate::delta::dump(1, 100_000)).unwrap();
+    let second = backup_json(&f, &[s]);
+    let (a, b) = (
+        first["summary"]["added_bytes"].as_u64().unwrap(),
+        second["summary"]["added_bytes"].as_u64().unwrap(),
+    );
+    assert!(b * 8 < a, "the new version added {b} bytes, the first {a}");
+    let out = f.run(&["stats", "--json"]);
+    assert_ok(&out);
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(st["repository"]["delta_runs"].as_u64().unwrap() > 0, "{st}");
+    restore_and_compare(&f, second["id"].as_str().unwrap(), &src, "data");
+    // The base version is still whole.
+    let t = f.path("first");
+    let id = first["id"].as_str().unwrap();
+    assert_ok(&f.run(&["restore", id, "--target", t.to_str().unwrap()]));
+    assert_eq!(
+        fs::read(t.join("data/big.sql")).unwrap(),
+        crate::delta::dump(0, 100_000)
+    );
+}
