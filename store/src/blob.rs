@@ -170,6 +170,41 @@ thread_local! {
         std::cell::RefCell::new(zstd::bulk::Decompressor::new().expect("a zstd context"));
 }
 
+/// Decompresses an encoded blob into `out`, which must be exactly as long as the blob.
+pub fn decode_into(plain: &[u8], id: &BlobId, out: &mut [u8], what: &str) -> Result<()> {
+    let (&comp, body) = plain
+        .split_first()
+        .ok_or_else(|| Error::corrupt(what, "empty blob"))?;
+    let n = match comp {
+        RAW if body.len() == out.len() => {
+            out.copy_from_slice(body);
+            out.len()
+        }
+        RAW => body.len(),
+        ZSTD => DECOMPRESSOR
+            .with_borrow_mut(|d| d.decompress_to_buffer(body, &mut *out))
+            .map_err(|e| Error::corrupt(what, format!("blob {}: zstd: {e}", id.short())))?,
+        other => {
+            return Err(Error::NewerFormat {
+                what: what.to_string(),
+                found: other.into(),
+                supported: 1,
+            });
+        }
+    };
+    if n != out.len() {
+        return Err(Error::corrupt(
+            what,
+            format!(
+                "blob {} holds {n} bytes, the header says {}",
+                id.short(),
+                out.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Decompresses an encoded blob and checks its length.
 pub fn decode(plain: &[u8], id: &BlobId, raw_len: u32, what: &str) -> Result<Vec<u8>> {
     let (&comp, body) = plain

@@ -129,38 +129,53 @@ impl RunHeader {
     }
 }
 
-/// The prefix a run names: bytes `skip .. skip + len` of its bases laid end to end. Only the
-/// bases that overlap it are read (with `read`), and each must have its listed length. Bases
-/// that lie side by side in one buffer (chunks of one decoded run) are not copied.
-pub fn assemble_prefix(
+/// The bases that overlap bytes `skip .. skip + len` of a run's bases laid end to end (its
+/// prefix): each base's index and the range of its bytes that falls in the prefix.
+pub fn prefix_plan(
     bases: &[(BlobId, u32)],
     skip: u32,
     len: u32,
-    what: &str,
-    mut read: impl FnMut(&BlobId) -> Result<Bytes>,
-) -> Result<Bytes> {
+) -> Vec<(usize, std::ops::Range<usize>)> {
     let (lo, hi) = (skip as u64, skip as u64 + len as u64);
-    let mut pieces: Vec<Bytes> = Vec::new();
+    let mut plan = Vec::new();
     let mut at = 0u64;
-    for (base, base_len) in bases {
+    for (i, (_, base_len)) in bases.iter().enumerate() {
         let end = at + *base_len as u64;
         if end > lo && at < hi {
-            let bytes = read(base)?;
-            if bytes.len() != *base_len as usize {
-                return Err(Error::corrupt(
-                    what,
-                    format!("base chunk {} is not {base_len} bytes", base.short()),
-                ));
-            }
-            let piece = bytes
-                .slice(lo.saturating_sub(at) as usize..(hi.min(end) - at) as usize)
-                .expect("inside the base");
-            match pieces.last().and_then(|p| p.join(&piece)) {
-                Some(joined) => *pieces.last_mut().expect("one") = joined,
-                None => pieces.push(piece),
-            }
+            plan.push((
+                i,
+                lo.saturating_sub(at) as usize..(hi.min(end) - at) as usize,
+            ));
         }
         at = end;
+    }
+    plan
+}
+
+/// The prefix from the bases a [`prefix_plan`] named, read in its order; each must have its
+/// listed length. Bases that lie side by side in one buffer (chunks of one decoded run) are
+/// not copied.
+pub fn join_prefix(
+    bases: &[(BlobId, u32)],
+    plan: &[(usize, std::ops::Range<usize>)],
+    read: Vec<Bytes>,
+    len: u32,
+    what: &str,
+) -> Result<Bytes> {
+    let mut pieces: Vec<Bytes> = Vec::new();
+    for ((i, range), bytes) in plan.iter().zip(read) {
+        let (base, base_len) = &bases[*i];
+        if bytes.len() != *base_len as usize {
+            return Err(Error::corrupt(
+                what,
+                format!("base chunk {} is not {base_len} bytes", base.short()),
+            ));
+        }
+        let piece = bytes.slice(range.clone()).expect("inside the base");
+        match pieces.last().and_then(|p| p.join(&piece)) {
+            Some(joined) => *pieces.last_mut().expect("one") = joined,
+            None => pieces.push(piece),
+        }
     }
     if let [one] = &pieces[..] {
         return Ok(one.clone());
@@ -170,6 +185,23 @@ pub fn assemble_prefix(
         prefix.extend_from_slice(p);
     }
     Ok(prefix.into())
+}
+
+/// The prefix a run names: bytes `skip .. skip + len` of its bases laid end to end. Only the
+/// bases that overlap it are read (with `read`, in order).
+pub fn assemble_prefix(
+    bases: &[(BlobId, u32)],
+    skip: u32,
+    len: u32,
+    what: &str,
+    mut read: impl FnMut(&BlobId) -> Result<Bytes>,
+) -> Result<Bytes> {
+    let plan = prefix_plan(bases, skip, len);
+    let read = plan
+        .iter()
+        .map(|(i, _)| read(&bases[*i].0))
+        .collect::<Result<Vec<_>>>()?;
+    join_prefix(bases, &plan, read, len, what)
 }
 
 /// The plaintext of a delta-run blob (compression byte first): `run` compressed at `level`

@@ -60,11 +60,22 @@ pub struct Repo {
     pack_keys: Mutex<HashMap<PackId, ObjectKey>>,
     /// Delta runs decoded lately, newest last (restoring a dump reads each run's chunks in
     /// turn, and a run's bases are often chunks of the run before).
-    runs: Mutex<Vec<(BlobId, RunSlot)>>,
+    runs: Mutex<Vec<(BlobId, u8, RunBytes)>>,
 }
 
-/// A decoded delta run, or the place one is being decoded into.
-type RunSlot = Arc<Mutex<Option<Arc<Vec<u8>>>>>;
+/// A decoded delta run's bytes.
+type RunBytes = Arc<Vec<u8>>;
+
+/// Decoded delta runs: depth and bytes by run id.
+type Decoded = HashMap<BlobId, (u8, RunBytes)>;
+
+/// Where a chunk is stored.
+enum Source {
+    /// A data blob of its own.
+    Blob(Location),
+    /// Inside a delta run: the run, the offset and the length.
+    Member(BlobId, u32, u32),
+}
 
 /// How many decoded delta runs a process keeps.
 const RUN_CACHE: usize = 8;
@@ -324,48 +335,118 @@ impl Repo {
 
     /// [`Repo::read_chunk`] without copying a chunk out of its run.
     pub fn chunk(&self, id: &BlobId) -> Result<Bytes> {
-        self.chunk_below(id, u8::MAX, true)
+        self.chunks(std::slice::from_ref(id)).pop().expect("one")
+    }
+
+    /// [`Repo::chunk`] of many chunks, read on every core: each run they need is decoded
+    /// once (its bases too, on every core), each chunk of its own is read in parallel.
+    pub fn chunks(&self, ids: &[BlobId]) -> Vec<Result<Bytes>> {
+        self.chunks_below(ids, u8::MAX, true)
     }
 
     /// A chunk to compress a new delta run against. A chunk of a run is not re-hashed: wrong
     /// bytes would only make the new run larger, since decoding reads the same bytes and
     /// checks the result.
     pub fn base_chunk(&self, id: &BlobId) -> Result<Bytes> {
-        self.chunk_below(id, u8::MAX, false)
+        self.chunks_below(std::slice::from_ref(id), u8::MAX, false)
+            .pop()
+            .expect("one")
     }
 
-    /// [`Repo::chunk`], refusing a chunk in a run deeper than `depth` (a run's bases must be
-    /// shallower than the run, which is what ends every chain, also in a hostile one). The
-    /// chunk is re-hashed only when `verify` says so. A chunk read as a base needs no hash
-    /// of its own: decoding with wrong bases gives wrong bytes, which the chunks read from
-    /// the decoded run then fail (every chunk handed out to be used is re-hashed), so
-    /// restoring through a chain of N runs hashes its bytes once, not N + 1 times.
-    fn chunk_below(&self, id: &BlobId, depth: u8, verify: bool) -> Result<Bytes> {
+    /// Where a chunk is: a blob of its own, or a stretch of a run.
+    fn source(&self, id: &BlobId) -> Result<Source> {
         if let Some(loc) = self.index().get(id)?
             && loc.kind == BlobKind::Data
         {
-            if verify {
-                return Ok(self.read_blob(id)?.into());
-            }
-            let (enc, what) = self.read_encoded_at(id, &loc)?;
-            return Ok(blob::decode(&enc, id, loc.raw_len, &what)?.into());
+            return Ok(Source::Blob(loc));
         }
-        let Some((run, off, len)) = self.index().member(id)? else {
-            return Err(Error::corrupt(
+        match self.index().member(id)? {
+            Some((run, off, len)) => Ok(Source::Member(run, off, len)),
+            None => Err(Error::corrupt(
                 format!("chunk {}", id.short()),
                 "not in the index (its pack is missing; try `cairn index rebuild`)",
-            ));
-        };
+            )),
+        }
+    }
+
+    /// [`Repo::chunks`], refusing chunks in runs deeper than `depth` (a run's bases must be
+    /// shallower than the run, which is what ends every chain, also in a hostile one). Chunks
+    /// are re-hashed only when `verify` says so. A chunk read as a base needs no hash of its
+    /// own: decoding with wrong bases gives wrong bytes, which the chunks handed out of the
+    /// decoded run then fail (each is re-hashed), so restoring through a chain of N runs
+    /// hashes its bytes once, not N + 1 times.
+    ///
+    /// No lock is held while work runs on other threads (rayon steals work while it waits,
+    /// so a held lock could be wanted again by the same thread): two readers wanting the same
+    /// run at the same moment may both decode it.
+    fn chunks_below(&self, ids: &[BlobId], depth: u8, verify: bool) -> Vec<Result<Bytes>> {
+        let sources: Vec<Result<Source>> = ids.iter().map(|id| self.source(id)).collect();
+        self.chunks_from(ids, sources, depth, verify)
+    }
+
+    /// [`Repo::chunks_below`] of chunks already located.
+    fn chunks_from(
+        &self,
+        ids: &[BlobId],
+        sources: Vec<Result<Source>>,
+        depth: u8,
+        verify: bool,
+    ) -> Vec<Result<Bytes>> {
+        use rayon::prelude::*;
+        let mut runs: Vec<BlobId> = Vec::new();
+        for s in &sources {
+            if let Ok(Source::Member(run, _, _)) = s
+                && !runs.contains(run)
+            {
+                runs.push(*run);
+            }
+        }
+        let decoded = self.decode_runs(&runs, depth);
+        ids.par_iter()
+            .zip(sources)
+            .map(|(id, source)| match source? {
+                Source::Blob(loc) => {
+                    let (enc, what) = self.read_encoded_at(id, &loc)?;
+                    Ok(if verify {
+                        self.decode_encoded(id, loc.kind, loc.raw_len, &enc, &what)?
+                    } else {
+                        blob::decode(&enc, id, loc.raw_len, &what)?
+                    }
+                    .into())
+                }
+                Source::Member(run, off, len) => {
+                    let buf = match &decoded {
+                        Ok(d) => d[&run].1.clone(),
+                        // Errors are not Clone: ask again for this reader's own copy.
+                        Err(_) => self.run_below(&run, depth)?,
+                    };
+                    self.member(id, &run, buf, off, len, depth, verify)
+                }
+            })
+            .collect()
+    }
+
+    /// The stretch of a decoded run that is chunk `id`, re-hashed when `verify`.
+    #[allow(clippy::too_many_arguments)]
+    fn member(
+        &self,
+        id: &BlobId,
+        run: &BlobId,
+        buf: Arc<Vec<u8>>,
+        off: u32,
+        len: u32,
+        depth: u8,
+        verify: bool,
+    ) -> Result<Bytes> {
         let what = format!("delta run {}", run.short());
-        let slice = Bytes::part(
-            self.read_run_below(&run, depth)?,
-            off as usize..off as usize + len as usize,
-        )
-        .ok_or_else(|| Error::corrupt(&what, format!("chunk {} lies outside it", id.short())))?;
+        let slice =
+            Bytes::part(buf, off as usize..off as usize + len as usize).ok_or_else(|| {
+                Error::corrupt(&what, format!("chunk {} lies outside it", id.short()))
+            })?;
         if verify && self.keys.chunk_id(&slice) != *id {
             // Decoding the run again, checked level by level, names the damage precisely.
-            let (enc, what) = self.read_encoded(&run)?;
-            self.decode_run(&run, &enc, depth, &what)?;
+            let (enc, what) = self.read_encoded(run)?;
+            self.decode_run(run, &enc, depth, &what)?;
             return Err(Error::corrupt(
                 &what,
                 format!("chunk {} does not hash to its id", id.short()),
@@ -375,40 +456,90 @@ impl Repo {
     }
 
     /// The bytes of a delta run at most `depth` deep, decoded (and kept for the next reads)
-    /// but not re-hashed: see [`Repo::chunk_below`]. Threads that want the same run wait
-    /// for the one decoding it. Each thread holds a run's slot only while it waits for runs
-    /// its header proved shallower, so no two threads ever wait on each other.
-    fn read_run_below(&self, id: &BlobId, depth: u8) -> Result<Arc<Vec<u8>>> {
-        let slot = {
-            let mut cache = self.runs.lock().expect("not poisoned");
-            match cache.iter().position(|(r, _)| r == id) {
-                Some(i) => {
-                    let hit = cache.remove(i);
-                    cache.push(hit);
+    /// but not re-hashed: see [`Repo::chunks_below`].
+    fn run_below(&self, id: &BlobId, depth: u8) -> Result<Arc<Vec<u8>>> {
+        let mut d = self.decode_runs(std::slice::from_ref(id), depth)?;
+        Ok(d.remove(id).expect("decoded").1)
+    }
+
+    /// Decodes `runs` (each at most `depth` deep) on every core, none of them twice: first,
+    /// all together, the runs their bases lie in (recursively, one level of the chains at a
+    /// time), then these against them. Returns each run's depth and bytes.
+    fn decode_runs(&self, runs: &[BlobId], depth: u8) -> Result<Decoded> {
+        use rayon::prelude::*;
+        let mut out = Decoded::new();
+        let mut todo = Vec::new();
+        for r in runs {
+            match self.cached_run(r) {
+                Some(d) => {
+                    out.insert(*r, d);
                 }
-                None => {
-                    if cache.len() >= RUN_CACHE {
-                        cache.remove(0);
-                    }
-                    cache.push((*id, Arc::new(Mutex::new(None))));
+                None if !todo.contains(r) => todo.push(*r),
+                None => {}
+            }
+        }
+        if todo.is_empty() {
+            return Ok(out);
+        }
+        let read = todo
+            .par_iter()
+            .map(|r| self.read_encoded(r))
+            .collect::<Result<Vec<_>>>()?;
+        let mut parsed = Vec::with_capacity(read.len());
+        let (mut lower, mut lower_depth) = (Vec::new(), 0);
+        for (r, (enc, what)) in todo.iter().zip(&read) {
+            let (h, frame) = crate::delta::parse(enc, what)?;
+            check_depth(r, &h, depth, what)?;
+            for run in self.base_runs(&h)? {
+                if !lower.contains(&run) {
+                    lower.push(run);
                 }
             }
-            cache.last().expect("just pushed").1.clone()
+            lower_depth = lower_depth.max(h.depth - 1);
+            parsed.push((r, h, frame, what));
+        }
+        let below = match lower.is_empty() {
+            true => Decoded::new(),
+            false => self.decode_runs(&lower, lower_depth)?,
         };
-        if let Some(d) = slot.lock().expect("not poisoned").as_ref() {
-            return Ok(d.clone());
+        let decoded = parsed
+            .par_iter()
+            .map(|(r, h, frame, what)| {
+                let data = self.decode_against_bases(h, frame, &below, false, what)?;
+                Ok((**r, h.depth, Arc::new(data)))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut cache = self.runs.lock().expect("not poisoned");
+        for (r, d, data) in decoded {
+            if cache.len() >= RUN_CACHE {
+                cache.remove(0);
+            }
+            cache.push((r, d, data.clone()));
+            out.insert(r, (d, data));
         }
-        // The header's depth is checked before the slot is taken (see above).
-        let (enc, what) = self.read_encoded(id)?;
-        let (h, frame) = crate::delta::parse(&enc, &what)?;
-        check_depth(id, &h, depth, &what)?;
-        let mut held = slot.lock().expect("not poisoned");
-        if let Some(d) = held.as_ref() {
-            return Ok(d.clone());
+        Ok(out)
+    }
+
+    /// The runs that a run's bases (those its prefix overlaps) lie in.
+    fn base_runs(&self, h: &crate::delta::RunHeader) -> Result<Vec<BlobId>> {
+        let mut runs = Vec::new();
+        for (i, _) in crate::delta::prefix_plan(&h.bases, h.skip, h.prefix_len) {
+            if let Some((run, _, _)) = self.index().member(&h.bases[i].0)?
+                && !runs.contains(&run)
+            {
+                runs.push(run);
+            }
         }
-        let data = Arc::new(self.decode_against_bases(&h, frame, false, &what)?);
-        *held = Some(data.clone());
-        Ok(data)
+        Ok(runs)
+    }
+
+    /// A run decoded lately (its depth and bytes), moved to the back of the cache.
+    fn cached_run(&self, id: &BlobId) -> Option<(u8, Arc<Vec<u8>>)> {
+        let mut cache = self.runs.lock().expect("not poisoned");
+        let i = cache.iter().position(|(r, _, _)| r == id)?;
+        let hit = cache.remove(i);
+        cache.push(hit);
+        cache.last().map(|(_, d, data)| (*d, data.clone()))
     }
 
     /// A blob's plaintext, authenticated but not decompressed, and a name for errors.
@@ -462,9 +593,10 @@ impl Repo {
         frame: &[u8],
         what: &str,
     ) -> Result<Vec<u8>> {
-        let data = self.decode_against_bases(h, frame, false, what)?;
+        let below = self.decode_runs(&self.base_runs(h)?, h.depth - 1)?;
+        let data = self.decode_against_bases(h, frame, &below, false, what)?;
         if self.keys.run_id(&data) != *id {
-            self.decode_against_bases(h, frame, true, what)?;
+            self.decode_against_bases(h, frame, &below, true, what)?;
             return Err(Error::corrupt(
                 what,
                 format!("delta run {} does not hash to its id", id.short()),
@@ -474,18 +606,122 @@ impl Repo {
     }
 
     /// Decodes a parsed run against its bases (re-hashing each base when `verify`), without
-    /// checking the result.
+    /// checking the result. Bases inside runs are taken from `below` when they are there.
     fn decode_against_bases(
         &self,
         h: &crate::delta::RunHeader,
         frame: &[u8],
+        below: &Decoded,
         verify: bool,
         what: &str,
     ) -> Result<Vec<u8>> {
-        let prefix = crate::delta::assemble_prefix(&h.bases, h.skip, h.prefix_len, what, |base| {
-            self.chunk_below(base, h.depth - 1, verify)
-        })?;
+        use rayon::prelude::*;
+        // The bases are read on every core: a run of 8 MiB has dozens.
+        let plan = crate::delta::prefix_plan(&h.bases, h.skip, h.prefix_len);
+        let ids: Vec<BlobId> = plan.iter().map(|(i, _)| h.bases[*i].0).collect();
+        let sources = ids
+            .iter()
+            .map(|id| self.source(id))
+            .collect::<Result<Vec<Source>>>()?;
+        if let Some(locs) = sources
+            .iter()
+            .map(|s| match s {
+                Source::Blob(loc) => Some(*loc),
+                _ => None,
+            })
+            .collect::<Option<Vec<Location>>>()
+        {
+            let prefix = self.prefix_of_blobs(h, &plan, &ids, &locs, verify, what)?;
+            return crate::delta::decode(frame, &prefix, h.run_len(), what);
+        }
+        let read = ids
+            .par_iter()
+            .zip(sources)
+            .map(|(id, source)| match source {
+                Source::Blob(loc) => {
+                    let (enc, what) = self.read_encoded_at(id, &loc)?;
+                    Ok(if verify {
+                        self.decode_encoded(id, loc.kind, loc.raw_len, &enc, &what)?
+                    } else {
+                        blob::decode(&enc, id, loc.raw_len, &what)?
+                    }
+                    .into())
+                }
+                Source::Member(run, off, len) => {
+                    let buf = match below.get(&run) {
+                        Some((d, _)) if *d >= h.depth => {
+                            return Err(Error::corrupt(
+                                what,
+                                format!(
+                                    "base {} lies in a run {d} deep, this one is {} deep \
+                                     (a chain that loops?)",
+                                    id.short(),
+                                    h.depth
+                                ),
+                            ));
+                        }
+                        Some((_, b)) => b.clone(),
+                        None => self.run_below(&run, h.depth - 1)?,
+                    };
+                    self.member(id, &run, buf, off, len, h.depth - 1, verify)
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let prefix = crate::delta::join_prefix(&h.bases, &plan, read, h.prefix_len, what)?;
         crate::delta::decode(frame, &prefix, h.run_len(), what)
+    }
+
+    /// A prefix made only of data blobs (a run against a version stored as plain chunks):
+    /// each blob is decompressed, in parallel, straight into its place in the prefix.
+    fn prefix_of_blobs(
+        &self,
+        h: &crate::delta::RunHeader,
+        plan: &[(usize, std::ops::Range<usize>)],
+        ids: &[BlobId],
+        locs: &[Location],
+        verify: bool,
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        use rayon::prelude::*;
+        let mut prefix = vec![0u8; h.prefix_len as usize];
+        let mut places = Vec::with_capacity(plan.len());
+        let mut rest = &mut prefix[..];
+        for (_, range) in plan {
+            let (place, after) = rest.split_at_mut(range.len());
+            places.push(place);
+            rest = after;
+        }
+        plan.par_iter()
+            .zip(places)
+            .zip(ids.par_iter().zip(locs))
+            .try_for_each(|(((i, range), place), (id, loc))| {
+                let base_len = h.bases[*i].1;
+                if loc.raw_len != base_len {
+                    return Err(Error::corrupt(
+                        what,
+                        format!("base chunk {} is not {base_len} bytes", id.short()),
+                    ));
+                }
+                let (enc, what) = self.read_encoded_at(id, loc)?;
+                if range.len() == base_len as usize {
+                    blob::decode_into(&enc, id, place, &what)?;
+                    if verify && self.keys.chunk_id(place) != *id {
+                        return Err(Error::corrupt(
+                            &what,
+                            format!("blob {} does not hash to its id", id.short()),
+                        ));
+                    }
+                } else {
+                    let whole = if verify {
+                        self.decode_encoded(id, loc.kind, loc.raw_len, &enc, &what)?
+                    } else {
+                        blob::decode(&enc, id, loc.raw_len, &what)?
+                    };
+                    place.copy_from_slice(&whole[range.clone()]);
+                }
+                Ok(())
+            })?;
+        Ok(prefix)
     }
 
     /// Reads, authenticates, decompresses and re-hashes a blob.
@@ -1004,5 +1240,84 @@ impl Repo {
             self.backend.remove(o)?;
         }
         Ok((name, generations.len() as u32, others))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delta::RunHeader;
+
+    fn repo() -> (tempfile::TempDir, Repo) {
+        let dir = tempfile::tempdir().unwrap();
+        let kdf = KdfParams {
+            m_kib: 8,
+            t: 1,
+            p: 1,
+        };
+        init(&dir.path().join("r"), b"pw", kdf).unwrap();
+        let repo = Repo::open(&dir.path().join("r"), b"pw", Mode::Write).unwrap();
+        (dir, repo)
+    }
+
+    /// Stores delta runs as a hostile key holder could: any header, any bases.
+    fn store_runs(repo: &Repo, runs: &[(RunHeader, Vec<u8>)]) -> Vec<BlobId> {
+        let mut b = crate::pack::PackBuilder::new(&repo.keys);
+        let mut ids = Vec::new();
+        for (h, run) in runs {
+            let id = repo.keys.run_id(run);
+            let plain =
+                crate::delta::encode(h, run, &vec![b'x'; h.prefix_len as usize], 3).unwrap();
+            b.add(id, BlobKind::DeltaRun, run.len() as u32, &plain);
+            ids.push(id);
+        }
+        let (id, bytes, entries) = b.finish();
+        repo.backend.write(&pack_name(&id), &bytes).unwrap();
+        repo.index_pack(&id, bytes.len() as u64, &entries).unwrap();
+        ids
+    }
+
+    fn run_of(repo: &Repo, member: &[u8], depth: u8, base: (BlobId, u32)) -> (RunHeader, Vec<u8>) {
+        let h = RunHeader {
+            depth,
+            members: vec![(repo.keys.chunk_id(member), member.len() as u32)],
+            bases: vec![base],
+            skip: 0,
+            prefix_len: base.1,
+        };
+        (h, member.to_vec())
+    }
+
+    fn assert_refused(r: Result<Vec<u8>>) {
+        match r {
+            Err(Error::Corrupt { .. }) => {}
+            other => panic!("expected a damaged-data error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_run_based_on_its_own_chunk_is_refused() {
+        let (_d, repo) = repo();
+        let a = b"chunk a, which names itself as its base".to_vec();
+        let own = (repo.keys.chunk_id(&a), a.len() as u32);
+        let (h, run) = run_of(&repo, &a, 1, own);
+        store_runs(&repo, &[(h, run)]);
+        assert_refused(repo.read_chunk(&own.0));
+    }
+
+    #[test]
+    fn two_runs_based_on_each_other_are_refused() {
+        let (_d, repo) = repo();
+        let (a, b) = (b"chunk a of run A".to_vec(), b"chunk b of run B".to_vec());
+        let ida = (repo.keys.chunk_id(&a), a.len() as u32);
+        let idb = (repo.keys.chunk_id(&b), b.len() as u32);
+        // Each claims to be deeper than the other's base may be: one of the two lies.
+        let ra = run_of(&repo, &a, 3, idb);
+        let rb = run_of(&repo, &b, 3, ida);
+        store_runs(&repo, &[ra, rb]);
+        assert_refused(repo.read_chunk(&ida.0));
+        assert_refused(repo.read_chunk(&idb.0));
+        let out = repo.chunks(&[ida.0, idb.0]);
+        assert!(out.iter().all(|r| matches!(r, Err(Error::Corrupt { .. }))));
     }
 }

@@ -14,8 +14,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use rayon::prelude::*;
-
 use crate::archiver::valid_component;
 use crate::blob::Bytes;
 use crate::error::{Error, Result};
@@ -121,11 +119,10 @@ pub fn write_parts(
         }
     }
     let read = |w: &[Part]| -> Vec<Result<Bytes>> {
-        w.par_iter()
-            .map(|p| {
-                repo.chunk(&p.id)
-                    .map_err(|e| Error::corrupt(what, format!("cannot be read: {e}")))
-            })
+        let ids: Vec<BlobId> = w.iter().map(|p| p.id).collect();
+        repo.chunks(&ids)
+            .into_iter()
+            .map(|r| r.map_err(|e| Error::corrupt(what, format!("cannot be read: {e}"))))
             .collect()
     };
     let mut n = 0u64;
