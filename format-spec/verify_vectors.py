@@ -39,6 +39,43 @@ CONTEXTS = {
 }
 
 
+
+def varint(r):
+    """One LEB128 varint from a Reader."""
+    v, shift = 0, 0
+    while True:
+        (b,) = r.unpack("B")
+        v |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return v
+        if shift >= 64:
+            raise Refused("damaged", "varint too long")
+
+
+def apply_edits(edits, prefix, run_len):
+    """A version 2 delta run: edits (literal length, copy length, zigzag copy start relative
+    to the last copy's end) applied to the prefix, literals taken in order from the end."""
+    r = Reader(edits)
+    n = varint(r)
+    ops, expect = [], 0
+    for _ in range(n):
+        lit, length, z = varint(r), varint(r), varint(r)
+        start = expect + ((z >> 1) ^ -(z & 1))
+        if start < 0 or start + length > len(prefix) or (0 < length < 16) or lit + length == 0:
+            raise Refused("damaged", "bad edit")
+        ops.append((lit, start, length))
+        expect = start + length
+    lits = edits[len(edits) - r.remaining():]
+    out, at = bytearray(), 0
+    for lit, start, length in ops:
+        out += lits[at:at + lit]
+        at += lit
+        out += prefix[start:start + length]
+    if at != len(lits) or len(out) != run_len:
+        raise Refused("damaged", "edits do not add up to the run")
+    return bytes(out)
+
 def derive(master, field):
     h = blake3.blake3(derive_key_context=CONTEXTS[field])
     h.update(master)
@@ -638,7 +675,8 @@ def success(kind, f):
         r = Reader(plain)
         eq("compression byte", r.unpack("B")[0], 2)
         version, depth = r.unpack("BB")
-        eq("run version", version, 1)
+        if version not in (1, 2):
+            raise Refused("newer-format", f"run version {version}")
         lists = []
         for _ in range(2):
             (n,) = r.unpack("I")
@@ -648,10 +686,17 @@ def success(kind, f):
         frame = plain[len(plain) - r.remaining():]
         eq("header", plain[:len(plain) - len(frame)], x("header"))
         prefix = bases[skip:skip + plen]
-        d = zstandard.ZstdDecompressor(
-            dict_data=zstandard.ZstdCompressionDict(prefix, dict_type=zstandard.DICT_TYPE_RAWCONTENT),
-            max_window_size=1 << 26)
-        eq("run", d.decompress(frame, max_output_size=sum(n for _, n in members) + 1), run)
+        run_len = sum(n for _, n in members)
+        if version == 1:
+            d = zstandard.ZstdDecompressor(
+                dict_data=zstandard.ZstdCompressionDict(prefix, dict_type=zstandard.DICT_TYPE_RAWCONTENT),
+                max_window_size=1 << 26)
+            eq("run", d.decompress(frame, max_output_size=run_len + 1), run)
+        else:
+            edits = zstandard.ZstdDecompressor().decompress(frame, max_output_size=2 * run_len + 64)
+            if "edits" in f:
+                eq("edits", edits, x("edits"))
+            eq("run", apply_edits(edits, prefix, run_len), run)
         eq("run id", keyed(derive(master, "run-id-key"), run), x("run-id"))
         at = 0
         for mid, n in members:

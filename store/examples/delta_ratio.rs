@@ -82,6 +82,7 @@ fn main() {
     let mut anchor = (0u64, 0u64);
     let mut run: Vec<&Chunk> = Vec::new();
     let mut encoded: Vec<(Vec<u8>, u64, u64, u64)> = Vec::new();
+    let mut runs_at: Vec<u64> = Vec::new();
     let mut flush = |run: &mut Vec<&Chunk>, anchor: (u64, u64)| {
         if run.is_empty() {
             return;
@@ -107,10 +108,18 @@ fn main() {
             prefix_len: (hi - lo) as u32,
         };
         let bytes = &new[start as usize..end as usize];
-        let enc = delta::encode(&h, bytes, &old[lo as usize..hi as usize], level).unwrap();
+        let enc = delta::encode(
+            &h,
+            bytes,
+            &old[lo as usize..hi as usize],
+            (pred - lo) as usize,
+            level,
+        )
+        .unwrap();
         stored += enc.len() as u64 + 16;
         runs += 1;
         encoded.push((enc, lo, hi, h.run_len()));
+        runs_at.push(start);
         run.clear();
     };
     for c in &nc {
@@ -133,11 +142,16 @@ fn main() {
     // Decoding every run against its prefix: a restore's work per level of a chain.
     let t = Instant::now();
     let mut decoded = 0u64;
-    for (enc, lo, hi, len) in &encoded {
-        let (_, frame) = delta::parse(enc, "run").unwrap();
-        decoded += delta::decode(frame, &old[*lo as usize..*hi as usize], *len, "run")
-            .unwrap()
-            .len() as u64;
+    for (i, (enc, lo, hi, len)) in encoded.iter().enumerate() {
+        let (h, body) = delta::parse(enc, "run").unwrap();
+        let prefix = old[*lo as usize..*hi as usize].to_vec().into();
+        let run = delta::decode(body, &h, &[prefix], "run").unwrap();
+        let at = runs_at[i] as usize;
+        assert!(
+            run[..] == new[at..at + *len as usize],
+            "run {i} decodes wrong"
+        );
+        decoded += run.len() as u64;
     }
     let decode_time = t.elapsed();
     println!(

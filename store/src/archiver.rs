@@ -289,10 +289,20 @@ struct Archiver<'r> {
     /// Read every file, unchanged or not (`BackupOptions::reread`).
     reread: bool,
     /// Runs waiting to be compressed: id, header, bytes, prefix.
-    queued_runs: Vec<(BlobId, crate::delta::RunHeader, Vec<u8>, crate::blob::Bytes)>,
+    queued_runs: Vec<QueuedRun>,
     /// Their bytes and prefixes.
     queued_bytes: usize,
 }
+
+/// A run waiting to be encoded: its id, header, bytes, prefix, and where in the prefix it is
+/// expected to start.
+type QueuedRun = (
+    BlobId,
+    crate::delta::RunHeader,
+    Vec<u8>,
+    crate::blob::Bytes,
+    usize,
+);
 
 /// Runs are compressed in parallel once this many bytes (runs and prefixes) wait.
 const QUEUED_RUN_BYTES: usize = 64 << 20;
@@ -858,9 +868,9 @@ impl<'r> Archiver<'r> {
         let level = self.repo.config().delta.map_or(3, |d| d.level);
         let encoded: Vec<Result<Vec<u8>>> = runs
             .par_iter()
-            .map(|(_, h, bytes, prefix)| crate::delta::encode(h, bytes, prefix, level))
+            .map(|(_, h, bytes, prefix, hint)| crate::delta::encode(h, bytes, prefix, *hint, level))
             .collect();
-        for ((run_id, h, bytes, _), enc) in runs.into_iter().zip(encoded) {
+        for ((run_id, h, bytes, _, _), enc) in runs.into_iter().zip(encoded) {
             self.pending_members.push((run_id, h.members));
             self.add_blob(run_id, BlobKind::DeltaRun, bytes.len() as u32, &enc?)?;
         }
@@ -932,7 +942,9 @@ impl<'r> Archiver<'r> {
             // Compressed later, several runs at once across the cores.
             self.session.insert(run_id);
             self.queued_bytes += bytes.len() + prefix.len();
-            self.queued_runs.push((run_id, h.clone(), bytes, prefix));
+            let hint = (pred - lo) as usize;
+            self.queued_runs
+                .push((run_id, h.clone(), bytes, prefix, hint));
             if self.queued_bytes >= QUEUED_RUN_BYTES {
                 self.encode_queued_runs()?;
             }

@@ -1,20 +1,20 @@
-//! Delta runs: consecutive new chunks of a file stored as one zstd frame compressed against a
-//! stretch of the file's previous version (issue 6; spec: `format-spec/12-delta-runs.md`).
+//! Delta runs: consecutive new chunks of a file stored as edits against a stretch of the
+//! file's previous version (issue 6; spec: `format-spec/12-delta-runs.md`).
 //!
 //! Between two dumps of a database under an OLTP load, nearly every chunk differs from its
 //! predecessor in a few bytes, so chunk deduplication stores almost the whole dump again. A
-//! delta run stores what changed: the run's bytes compressed by zstd with the previous
-//! version's matching bytes as a *prefix* (zstd's "patch-from"), with long-distance matching
-//! and a window covering prefix and run.
+//! delta run stores what changed: copies from the previous version's matching bytes (the
+//! *prefix*) and the literal bytes between them, compressed by zstd. (Runs of version 1, a
+//! zstd frame compressed with the prefix as zstd's "patch-from" prefix, are still read.)
 //!
 //! The blob's plaintext (after the compression byte [`DELTA`]) is
 //!
 //! ```text
-//! version u8 (1) | depth u8
+//! version u8 (2) | depth u8
 //! n u32 | n × (member chunk id [32] | length u32)      the chunks the run is made of
 //! m u32 | m × (base chunk id [32] | length u32)        a stretch of the previous version
 //! skip u32 | prefix length u32                         the prefix: bases[skip .. skip+len]
-//! zstd frame                                           the run, compressed with the prefix
+//! zstd frame                                           the run's edits (see [`Edits`])
 //! ```
 //!
 //! Members keep their own chunk ids, so the next version still deduplicates chunk by chunk
@@ -29,8 +29,11 @@ use crate::id::BlobId;
 
 /// The compression byte of a delta run (beside raw 0 and zstd 1, see `blob.rs`).
 pub const DELTA: u8 = 2;
-/// Layout version of the run header.
-pub const RUN_VERSION: u8 = 1;
+/// Layout version of the runs this build writes: 2, an edit list (1, a zstd frame compressed
+/// against the prefix, is still read).
+pub const RUN_VERSION: u8 = 2;
+/// Shortest copy an edit list may hold (except none at all): bounds the number of edits.
+pub const MIN_COPY: u32 = 16;
 /// Most chunks in one run.
 pub const MAX_MEMBERS: usize = 4096;
 /// Most base chunks one run names.
@@ -152,16 +155,15 @@ pub fn prefix_plan(
     plan
 }
 
-/// The prefix from the bases a [`prefix_plan`] named, read in its order; each must have its
-/// listed length. Bases that lie side by side in one buffer (chunks of one decoded run) are
-/// not copied.
+/// The prefix from the bases a [`prefix_plan`] named, read in its order (each must have its
+/// listed length), as consecutive pieces: bases that lie side by side in one buffer (chunks
+/// of one decoded run) make one piece. Nothing is copied.
 pub fn join_prefix(
     bases: &[(BlobId, u32)],
     plan: &[(usize, std::ops::Range<usize>)],
     read: Vec<Bytes>,
-    len: u32,
     what: &str,
-) -> Result<Bytes> {
+) -> Result<Vec<Bytes>> {
     let mut pieces: Vec<Bytes> = Vec::new();
     for ((i, range), bytes) in plan.iter().zip(read) {
         let (base, base_len) = &bases[*i];
@@ -177,14 +179,16 @@ pub fn join_prefix(
             None => pieces.push(piece),
         }
     }
-    if let [one] = &pieces[..] {
-        return Ok(one.clone());
+    Ok(pieces)
+}
+
+/// Pieces laid end to end in one buffer.
+fn concat(pieces: &[Bytes]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(pieces.iter().map(|p| p.len()).sum());
+    for p in pieces {
+        out.extend_from_slice(p);
     }
-    let mut prefix = Vec::with_capacity(len as usize);
-    for p in &pieces {
-        prefix.extend_from_slice(p);
-    }
-    Ok(prefix.into())
+    out
 }
 
 /// The prefix a run names: bytes `skip .. skip + len` of its bases laid end to end. Only the
@@ -201,58 +205,377 @@ pub fn assemble_prefix(
         .iter()
         .map(|(i, _)| read(&bases[*i].0))
         .collect::<Result<Vec<_>>>()?;
-    join_prefix(bases, &plan, read, len, what)
+    let pieces = join_prefix(bases, &plan, read, what)?;
+    Ok(match &pieces[..] {
+        [one] => one.clone(),
+        _ => concat(&pieces).into(),
+    })
 }
 
-/// The plaintext of a delta-run blob (compression byte first): `run` compressed at `level`
-/// against `prefix`, which must be the bytes `header` names.
-pub fn encode(header: &RunHeader, run: &[u8], prefix: &[u8], level: i32) -> Result<Vec<u8>> {
+/// The plaintext of a delta-run blob (compression byte first): `run` as an edit list against
+/// `prefix` (which must be the bytes `header` names), compressed by zstd at `level`. `hint`
+/// is where the run is expected to start in the prefix.
+pub fn encode(
+    header: &RunHeader,
+    run: &[u8],
+    prefix: &[u8],
+    hint: usize,
+    level: i32,
+) -> Result<Vec<u8>> {
     debug_assert_eq!(header.run_len(), run.len() as u64);
     debug_assert_eq!(header.prefix_len as usize, prefix.len());
     header.check("new delta run")?;
+    let edits = Edits::find(prefix, run, hint);
     let mut out = Vec::with_capacity(run.len() / 8 + 64 + 36 * header.members.len());
     header.put(&mut out);
-    let mut cctx = zstd::zstd_safe::CCtx::create();
-    let window = window_log(prefix.len() + run.len());
-    let set = |cctx: &mut zstd::zstd_safe::CCtx, p| {
-        cctx.set_parameter(p)
-            .map(|_| ())
-            .map_err(|c| Error::Invalid(format!("zstd: {}", zstd::zstd_safe::get_error_name(c))))
-    };
-    use zstd::zstd_safe::CParameter;
-    set(&mut cctx, CParameter::CompressionLevel(level))?;
-    set(&mut cctx, CParameter::EnableLongDistanceMatching(true))?;
-    set(&mut cctx, CParameter::WindowLog(window))?;
-    set(&mut cctx, CParameter::ContentSizeFlag(true))?;
-    cctx.ref_prefix(prefix)
-        .map_err(|c| Error::Invalid(format!("zstd: {}", zstd::zstd_safe::get_error_name(c))))?;
-    let start = out.len();
-    out.resize(start + zstd::zstd_safe::compress_bound(run.len()), 0);
-    let n = cctx
-        .compress2(&mut out[start..], run)
-        .map_err(|c| Error::Invalid(format!("zstd: {}", zstd::zstd_safe::get_error_name(c))))?;
-    out.truncate(start + n);
+    let frame = zstd::bulk::compress(&edits.to_bytes(), level)
+        .map_err(|e| Error::Invalid(format!("zstd: {e}")))?;
+    out.extend_from_slice(&frame);
     Ok(out)
 }
 
-/// The window that covers `n` bytes (prefix and run), at least 2^10.
-fn window_log(n: usize) -> u32 {
-    let mut log = 10;
-    while (1usize << log) < n && log < WINDOW_LOG_MAX {
-        log += 1;
+/// One edit: `lit` bytes from the literals, then `len` bytes of the prefix from `from`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Edit {
+    /// Literal bytes first.
+    pub lit: u32,
+    /// Where the copy starts in the prefix.
+    pub from: u32,
+    /// Bytes copied (0, or at least [`MIN_COPY`]).
+    pub len: u32,
+}
+
+/// A run as copies from its prefix and literal bytes between them. Copies from a prefix can
+/// be mapped through the runs the prefix lies in, so a reader can compose a chain instead of
+/// decoding each level of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Edits {
+    /// The edits, in order.
+    pub edits: Vec<Edit>,
+    /// All literal bytes, in order.
+    pub literals: Vec<u8>,
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
     }
-    log
+    out.push(v as u8);
+}
+
+fn varint(r: &mut &[u8]) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&b, rest) = r.split_first()?;
+        *r = rest;
+        v |= ((b & 0x7f) as u64) << shift;
+        if b < 0x80 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Anchors: positions where a rolling hash of the last bytes has its low 5 bits clear (one
+/// in 32 on average, the same in both versions wherever their bytes agree).
+const ANCHOR_MASK: u64 = 31;
+
+fn anchor_gear() -> [u64; 256] {
+    let mut g = [0u64; 256];
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for v in g.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *v = x;
+    }
+    g
+}
+
+/// Anchor hashes (random already) to where they end in the prefix.
+type AnchorIndex =
+    std::collections::HashMap<u64, usize, std::hash::BuildHasherDefault<IdentityHasher>>;
+
+/// Anchor hashes are gear sums of random words: hashing them again would only cost time.
+#[derive(Default)]
+struct IdentityHasher(u64);
+
+impl std::hash::Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ b as u64;
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// How many bytes `a` and `b` have in common from their start.
+fn common(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 8 <= n && a[i..i + 8] == b[i..i + 8] {
+        i += 8;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
+}
+
+impl Edits {
+    /// Finds copies of `prefix` in `run`: an edit in place is found by trying the same shift
+    /// again a little after the last copy ended, anything else through anchors (positions
+    /// picked by content, so they are the same in both versions), each match extended both
+    /// ways. The run is first tried at `hint` in the prefix (where it is expected), and the
+    /// anchors of the prefix are indexed only once something else is needed. The writer's
+    /// choice: readers only apply what it found.
+    pub fn find(prefix: &[u8], run: &[u8], hint: usize) -> Self {
+        let g = anchor_gear();
+        let mut index: Option<AnchorIndex> = None;
+        let build = |g: &[u64; 256]| {
+            let mut index =
+                AnchorIndex::with_capacity_and_hasher(prefix.len() / 24, Default::default());
+            let mut h = 0u64;
+            for (i, &b) in prefix.iter().enumerate() {
+                h = (h << 1).wrapping_add(g[b as usize]);
+                if h & ANCHOR_MASK == 0 && i >= 64 {
+                    index.entry(h).or_insert(i + 1);
+                }
+            }
+            index
+        };
+        let mut h = 0u64;
+        let min = MIN_COPY as usize;
+        let mut e = Edits::default();
+        let (mut i, mut lit_start, mut warm) = (0usize, 0usize, 0usize);
+        // Where the last copy ended: in the run and in the prefix (as if one had ended just
+        // before the run, at the hint).
+        let mut last: Option<(usize, usize)> = Some((0, hint.min(prefix.len())));
+        let emit = |e: &mut Edits, lit_start: usize, at: usize, from: usize, len: usize| {
+            e.edits.push(Edit {
+                lit: (at - lit_start) as u32,
+                from: from as u32,
+                len: len as u32,
+            });
+            e.literals.extend_from_slice(&run[lit_start..at]);
+        };
+        while i < run.len() {
+            if let Some((re, pe)) = last
+                && i >= re
+                && i - re <= 256
+            {
+                let p = pe + (i - re);
+                if p + min <= prefix.len()
+                    && i + min <= run.len()
+                    && run[i..i + min] == prefix[p..p + min]
+                {
+                    let len = common(&run[i..], &prefix[p..]);
+                    emit(&mut e, lit_start, i, p, len);
+                    i += len;
+                    (lit_start, last, h, warm) = (i, Some((i, p + len)), 0, 0);
+                    continue;
+                }
+            }
+            h = (h << 1).wrapping_add(g[run[i] as usize]);
+            i += 1;
+            warm += 1;
+            if h & ANCHOR_MASK != 0 || warm < 64 {
+                continue;
+            }
+            let Some(&p) = index.get_or_insert_with(|| build(&g)).get(&h) else {
+                continue;
+            };
+            // run[..i] ends where prefix[..p] ends: extend both ways.
+            let mut back = 0;
+            while i - back > lit_start && p > back && run[i - back - 1] == prefix[p - back - 1] {
+                back += 1;
+            }
+            let fwd = common(&run[i..], &prefix[p..]);
+            if back + fwd < min {
+                continue;
+            }
+            emit(&mut e, lit_start, i - back, p - back, back + fwd);
+            i += fwd;
+            (lit_start, last, h, warm) = (i, Some((i, p + fwd)), 0, 0);
+        }
+        if lit_start < run.len() {
+            emit(&mut e, lit_start, run.len(), 0, 0);
+        }
+        e
+    }
+
+    /// The stored form: the number of edits, each as literal length, copy length and the
+    /// copy's start relative to where the last copy ended (zigzag), all varints; then the
+    /// literals.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.edits.len() * 6 + self.literals.len() + 10);
+        put_varint(&mut out, self.edits.len() as u64);
+        let mut expect = 0i64;
+        for ed in &self.edits {
+            put_varint(&mut out, ed.lit as u64);
+            put_varint(&mut out, ed.len as u64);
+            let d = ed.from as i64 - expect;
+            put_varint(&mut out, ((d << 1) ^ (d >> 63)) as u64);
+            expect = ed.from as i64 + ed.len as i64;
+        }
+        out.extend_from_slice(&self.literals);
+        out
+    }
+
+    /// Reads and checks the stored form of a run of `run_len` bytes against a prefix of
+    /// `prefix_len`: every copy inside the prefix, at least [`MIN_COPY`] long (or empty), and
+    /// literals and copies adding up to the run exactly.
+    pub fn from_bytes(mut r: &[u8], run_len: u64, prefix_len: u32, what: &str) -> Result<Self> {
+        let bad = |why: &str| Error::corrupt(what, format!("delta run edits: {why}"));
+        let n = varint(&mut r).ok_or_else(|| bad("truncated"))?;
+        // Each edit holds at least one byte of the run.
+        if n > run_len {
+            return Err(bad("more edits than bytes"));
+        }
+        let mut edits = Vec::with_capacity(n as usize);
+        let (mut expect, mut total, mut lits) = (0i64, 0u64, 0u64);
+        for _ in 0..n {
+            let lit = varint(&mut r).ok_or_else(|| bad("truncated"))?;
+            let len = varint(&mut r).ok_or_else(|| bad("truncated"))?;
+            let z = varint(&mut r).ok_or_else(|| bad("truncated"))?;
+            let from = expect.checked_add(((z >> 1) as i64) ^ -((z & 1) as i64));
+            let from = from.filter(|f| *f >= 0 && (*f as u64) + len <= prefix_len as u64);
+            let Some(from) = from else {
+                return Err(bad("a copy outside the prefix"));
+            };
+            if (len != 0 && len < MIN_COPY as u64) || lit + len == 0 {
+                return Err(bad("an edit too short"));
+            }
+            total += lit + len;
+            lits += lit;
+            if total > run_len {
+                return Err(bad("more bytes than the run"));
+            }
+            edits.push(Edit {
+                lit: lit as u32,
+                from: from as u32,
+                len: len as u32,
+            });
+            expect = from + len as i64;
+        }
+        if total != run_len || lits != r.len() as u64 {
+            return Err(bad("lengths do not add up to the run"));
+        }
+        Ok(Edits {
+            edits,
+            literals: r.to_vec(),
+        })
+    }
+
+    /// The run: the edits applied to a prefix given as consecutive pieces.
+    pub fn apply(&self, prefix: &[Bytes], run_len: u64) -> Vec<u8> {
+        let mut starts = Vec::with_capacity(prefix.len());
+        let mut at = 0usize;
+        for p in prefix {
+            starts.push(at);
+            at += p.len();
+        }
+        let mut out = Vec::with_capacity(run_len as usize);
+        let mut l = 0usize;
+        for ed in &self.edits {
+            out.extend_from_slice(&self.literals[l..l + ed.lit as usize]);
+            l += ed.lit as usize;
+            let (mut from, mut len) = (ed.from as usize, ed.len as usize);
+            let mut k = starts.partition_point(|s| *s <= from).saturating_sub(1);
+            while len > 0 {
+                let off = from - starts[k];
+                let n = len.min(prefix[k].len() - off);
+                out.extend_from_slice(&prefix[k][off..off + n]);
+                (from, len, k) = (from + n, len - n, k + 1);
+            }
+        }
+        out
+    }
+}
+
+/// The stored body of a run after its header.
+#[derive(Clone, Copy, Debug)]
+pub enum Body<'a> {
+    /// Version 1: a zstd frame of the run compressed against the prefix.
+    Frame(&'a [u8]),
+    /// Version 2: a zstd frame of the run's [`Edits`].
+    Edits(&'a [u8]),
+}
+
+impl Body<'_> {
+    /// The stored bytes (a zstd frame either way).
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Body::Frame(b) | Body::Edits(b) => b,
+        }
+    }
+}
+
+/// The edits of a version 2 body (`None` for version 1), read and checked.
+pub fn edits(body: Body, h: &RunHeader, what: &str) -> Result<Option<Edits>> {
+    let Body::Edits(frame) = body else {
+        return Ok(None);
+    };
+    // Edits are at most 3 varints of 10 bytes per MIN_COPY bytes of copy, plus the literals.
+    let cap = h.run_len() * 2 + 64;
+    let size = zstd::zstd_safe::get_frame_content_size(frame)
+        .ok()
+        .flatten()
+        .filter(|n| *n <= cap)
+        .ok_or_else(|| Error::corrupt(what, "delta run edits: a frame without a sane size"))?;
+    let raw = zstd::bulk::decompress(frame, size as usize)
+        .map_err(|e| Error::corrupt(what, format!("delta run edits: zstd: {e}")))?;
+    Edits::from_bytes(&raw, h.run_len(), h.prefix_len, what).map(Some)
+}
+
+/// Decodes a run's body against its prefix, given as consecutive pieces (joined only for a
+/// version 1 frame, which needs them in one buffer); checks the length.
+pub fn decode(body: Body, h: &RunHeader, prefix: &[Bytes], what: &str) -> Result<Vec<u8>> {
+    let run_len = h.run_len();
+    let have: usize = prefix.iter().map(|p| p.len()).sum();
+    if have != h.prefix_len as usize {
+        return Err(Error::corrupt(
+            what,
+            format!(
+                "a prefix of {have} bytes where the run names {}",
+                h.prefix_len
+            ),
+        ));
+    }
+    match edits(body, h, what)? {
+        Some(e) => Ok(e.apply(prefix, run_len)),
+        None => {
+            let Body::Frame(frame) = body else {
+                unreachable!("version 1")
+            };
+            let joined;
+            let flat: &[u8] = match prefix {
+                [one] => one,
+                _ => {
+                    joined = concat(prefix);
+                    &joined
+                }
+            };
+            decode_frame(frame, flat, run_len, what)
+        }
+    }
 }
 
 /// Splits a delta-run plaintext (compression byte first) into its header and zstd frame,
 /// checking every bound before anything is allocated from it.
-pub fn parse<'a>(plain: &'a [u8], what: &'a str) -> Result<(RunHeader, &'a [u8])> {
+pub fn parse<'a>(plain: &'a [u8], what: &'a str) -> Result<(RunHeader, Body<'a>)> {
     let mut r = Reader::new(plain, what);
     if r.u8()? != DELTA {
         return Err(Error::corrupt(what, "not a delta run"));
     }
     let v = r.u8()?;
-    if v != RUN_VERSION {
+    if v != 1 && v != RUN_VERSION {
         return Err(Error::NewerFormat {
             what: what.into(),
             found: v.into(),
@@ -286,11 +609,18 @@ pub fn parse<'a>(plain: &'a [u8], what: &'a str) -> Result<(RunHeader, &'a [u8])
     };
     h.check(what)?;
     let frame = r.bytes(r.remaining())?;
-    Ok((h, frame))
+    Ok((
+        h,
+        if v == 1 {
+            Body::Frame(frame)
+        } else {
+            Body::Edits(frame)
+        },
+    ))
 }
 
-/// Decompresses a run's frame against its prefix; checks the length.
-pub fn decode(frame: &[u8], prefix: &[u8], run_len: u64, what: &str) -> Result<Vec<u8>> {
+/// Decompresses a version 1 frame against its prefix; checks the length.
+fn decode_frame(frame: &[u8], prefix: &[u8], run_len: u64, what: &str) -> Result<Vec<u8>> {
     use zstd::zstd_safe::DParameter;
     let zerr = |c| {
         Error::corrupt(
@@ -350,31 +680,94 @@ mod tests {
             new[i] = b'#';
         }
         let h = header(&new, &old);
-        let enc = encode(&h, &new, &old, 3).unwrap();
+        let enc = encode(&h, &new, &old, 0, 3).unwrap();
         assert!(
             enc.len() < 40_000,
             "a run with 42 changed bytes took {} bytes",
             enc.len()
         );
-        let (h2, frame) = parse(&enc, "t").unwrap();
+        let (h2, body) = parse(&enc, "t").unwrap();
         assert_eq!(h2, h);
-        assert_eq!(decode(frame, &old, h.run_len(), "t").unwrap(), new);
+        assert!(matches!(body, Body::Edits(_)));
+        assert_eq!(decode(body, &h, &[old.clone().into()], "t").unwrap(), new);
+        // The same prefix in pieces, split anywhere.
+        let pieces: Vec<Bytes> = old.chunks(333_333).map(|c| c.to_vec().into()).collect();
+        assert_eq!(decode(body, &h, &pieces, "t").unwrap(), new);
+    }
+
+    #[test]
+    fn edits_find_moved_inserted_and_deleted_bytes() {
+        let old = text(11, 300_000);
+        let mut new = Vec::new();
+        new.extend_from_slice(&old[200_000..250_000]); // moved to the front
+        new.extend_from_slice(&old[..100_000]);
+        new.extend_from_slice(b"a new row of text that was not there before");
+        new.extend_from_slice(&old[100_100..200_000]); // 100 bytes deleted
+        new.extend_from_slice(&text(12, 5_000)); // new bytes
+        let e = Edits::find(&old, &new, 0);
+        assert!(
+            e.literals.len() < 6_000,
+            "{} literal bytes",
+            e.literals.len()
+        );
+        let bytes = e.to_bytes();
+        let back = Edits::from_bytes(&bytes, new.len() as u64, old.len() as u32, "t").unwrap();
+        assert_eq!(back, e);
+        assert_eq!(e.apply(&[old.clone().into()], new.len() as u64), new);
+    }
+
+    #[test]
+    fn hostile_edit_lists_are_refused() {
+        let old = text(13, 10_000);
+        let new = text(14, 10_000);
+        let e = Edits::find(&old, &old, 0);
+        let ok = e.to_bytes();
+        assert!(Edits::from_bytes(&ok, 10_000, 10_000, "t").is_ok());
+        // A prefix too short for the copies, a run of another length.
+        assert!(Edits::from_bytes(&ok, 10_000, 9_999, "t").is_err());
+        assert!(Edits::from_bytes(&ok, 10_001, 10_000, "t").is_err());
+        let mut far = Vec::new();
+        put_varint(&mut far, 1);
+        put_varint(&mut far, 0);
+        put_varint(&mut far, 20);
+        put_varint(&mut far, (u32::MAX as u64) << 1);
+        assert!(Edits::from_bytes(&far, 20, 10_000, "t").is_err());
+        let short = Edits {
+            edits: vec![Edit {
+                lit: 0,
+                from: 0,
+                len: 3,
+            }],
+            literals: vec![],
+        };
+        assert!(Edits::from_bytes(&short.to_bytes(), 3, 10_000, "t").is_err());
+        let all_new = Edits::find(&old, &new, 0);
+        for cut in 0..all_new.to_bytes().len().min(50) {
+            assert!(Edits::from_bytes(&all_new.to_bytes()[..cut], 10_000, 10_000, "t").is_err());
+        }
+        for b in [0u8, 0x80, 0xff] {
+            let _ = Edits::from_bytes(&[b; 64], 10_000, 10_000, "t");
+        }
     }
 
     #[test]
     fn the_wrong_prefix_or_length_fails_and_never_panics() {
         let old = text(1, 100_000);
-        let new = text(2, 100_000);
+        let mut new = old.clone();
+        new[50_000..50_100].copy_from_slice(&text(2, 100));
         let h = header(&new, &old);
-        let enc = encode(&h, &new, &old, 3).unwrap();
-        let (_, frame) = parse(&enc, "t").unwrap();
+        let enc = encode(&h, &new, &old, 0, 3).unwrap();
+        let (_, body) = parse(&enc, "t").unwrap();
         let other = text(3, 100_000);
-        if let Ok(d) = decode(frame, &other, h.run_len(), "t") {
+        if let Ok(d) = decode(body, &h, &[other.into()], "t") {
             assert_ne!(d, new);
         }
-        assert!(decode(frame, &old, h.run_len() - 1, "t").is_err());
-        for cut in [0, 1, 3, 20, enc.len() / 2] {
-            let _ = parse(&enc[..cut], "t").and_then(|(h, f)| decode(f, &old, h.run_len(), "t"));
+        let mut shorter = h.clone();
+        shorter.members[0].1 -= 1;
+        assert!(decode(body, &shorter, &[old.clone().into()], "t").is_err());
+        for cut in [0, 1, 3, 20, enc.len() / 2, enc.len() - 1] {
+            let _ = parse(&enc[..cut], "t")
+                .and_then(|(h, f)| decode(f, &h, &[old.clone().into()], "t"));
         }
     }
 
@@ -384,11 +777,11 @@ mod tests {
         let prefix = text(5, 1000);
         let mut h = header(&run, &prefix);
         h.skip = 11;
-        assert!(encode(&h, &run, &prefix, 3).is_err());
+        assert!(encode(&h, &run, &prefix, 0, 3).is_err());
         let mut h = header(&run, &prefix);
         h.depth = 0;
-        assert!(encode(&h, &run, &prefix, 3).is_err());
-        let good = encode(&header(&run, &prefix), &run, &prefix, 3).unwrap();
+        assert!(encode(&h, &run, &prefix, 0, 3).is_err());
+        let good = encode(&header(&run, &prefix), &run, &prefix, 0, 3).unwrap();
         let mut bad = good.clone();
         bad[3..7].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(parse(&bad, "t").is_err());

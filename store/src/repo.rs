@@ -505,7 +505,7 @@ impl Repo {
         let decoded = parsed
             .par_iter()
             .map(|(r, h, frame, what)| {
-                let data = self.decode_against_bases(h, frame, &below, false, what)?;
+                let data = self.decode_against_bases(h, *frame, &below, false, what)?;
                 Ok((**r, h.depth, Arc::new(data)))
             })
             .collect::<Result<Vec<_>>>()?;
@@ -590,7 +590,7 @@ impl Repo {
         &self,
         id: &BlobId,
         h: &crate::delta::RunHeader,
-        frame: &[u8],
+        frame: crate::delta::Body,
         what: &str,
     ) -> Result<Vec<u8>> {
         let below = self.decode_runs(&self.base_runs(h)?, h.depth - 1)?;
@@ -610,7 +610,7 @@ impl Repo {
     fn decode_against_bases(
         &self,
         h: &crate::delta::RunHeader,
-        frame: &[u8],
+        frame: crate::delta::Body,
         below: &Decoded,
         verify: bool,
         what: &str,
@@ -632,7 +632,7 @@ impl Repo {
             .collect::<Option<Vec<Location>>>()
         {
             let prefix = self.prefix_of_blobs(h, &plan, &ids, &locs, verify, what)?;
-            return crate::delta::decode(frame, &prefix, h.run_len(), what);
+            return crate::delta::decode(frame, h, &[prefix.into()], what);
         }
         let read = ids
             .par_iter()
@@ -667,8 +667,8 @@ impl Repo {
                 }
             })
             .collect::<Result<Vec<_>>>()?;
-        let prefix = crate::delta::join_prefix(&h.bases, &plan, read, h.prefix_len, what)?;
-        crate::delta::decode(frame, &prefix, h.run_len(), what)
+        let prefix = crate::delta::join_prefix(&h.bases, &plan, read, what)?;
+        crate::delta::decode(frame, h, &prefix, what)
     }
 
     /// A prefix made only of data blobs (a run against a version stored as plain chunks):
@@ -1267,7 +1267,7 @@ mod tests {
         for (h, run) in runs {
             let id = repo.keys.run_id(run);
             let plain =
-                crate::delta::encode(h, run, &vec![b'x'; h.prefix_len as usize], 3).unwrap();
+                crate::delta::encode(h, run, &vec![b'x'; h.prefix_len as usize], 0, 3).unwrap();
             b.add(id, BlobKind::DeltaRun, run.len() as u32, &plain);
             ids.push(id);
         }
