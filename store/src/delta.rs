@@ -499,6 +499,114 @@ impl Edits {
     }
 }
 
+/// Where a stretch of a composed run comes from.
+#[derive(Clone, Debug)]
+pub enum Src {
+    /// A buffer (a run's literals, or a run decoded whole), from an offset.
+    Bytes(std::sync::Arc<Vec<u8>>, usize),
+    /// A chunk stored on its own, from an offset.
+    Chunk(BlobId, u32),
+}
+
+/// A stretch of a composed run.
+#[derive(Clone, Debug)]
+pub struct Seg {
+    /// Its length.
+    pub len: u32,
+    /// Where its bytes are.
+    pub src: Src,
+}
+
+/// A run as stretches of plain chunks and buffers: what a chain of runs composes to, so a
+/// reader copies each byte once, however deep the chain.
+#[derive(Clone, Debug, Default)]
+pub struct Composed {
+    starts: Vec<u64>,
+    segs: Vec<Seg>,
+    len: u64,
+}
+
+impl Composed {
+    /// Its length.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Its stretches, in order.
+    pub fn segs(&self) -> &[Seg] {
+        &self.segs
+    }
+
+    /// Appends a stretch, merged with the last one when it continues it.
+    pub fn push(&mut self, seg: Seg) {
+        if seg.len == 0 {
+            return;
+        }
+        if let Some(last) = self.segs.last_mut() {
+            let follows = match (&last.src, &seg.src) {
+                (Src::Chunk(a, ao), Src::Chunk(b, bo)) => a == b && ao + last.len == *bo,
+                (Src::Bytes(a, ao), Src::Bytes(b, bo)) => {
+                    std::sync::Arc::ptr_eq(a, b) && ao + last.len as usize == *bo
+                }
+                _ => false,
+            };
+            if follows && last.len.checked_add(seg.len).is_some() {
+                last.len += seg.len;
+                self.len += seg.len as u64;
+                return;
+            }
+        }
+        self.starts.push(self.len);
+        self.len += seg.len as u64;
+        self.segs.push(seg);
+    }
+
+    /// Appends its bytes `from .. from + len` (which must lie inside it) to `out`.
+    pub fn slice_into(&self, from: u64, len: u64, out: &mut Composed) {
+        debug_assert!(from + len <= self.len);
+        let end = from + len;
+        let mut k = self
+            .starts
+            .partition_point(|s| *s <= from)
+            .saturating_sub(1);
+        while k < self.segs.len() && self.starts[k] < end {
+            let (s, seg) = (self.starts[k], &self.segs[k]);
+            let lo = from.max(s) - s;
+            let hi = end.min(s + seg.len as u64) - s;
+            let src = match &seg.src {
+                Src::Bytes(b, o) => Src::Bytes(b.clone(), o + lo as usize),
+                Src::Chunk(c, o) => Src::Chunk(*c, o + lo as u32),
+            };
+            out.push(Seg {
+                len: (hi - lo) as u32,
+                src,
+            });
+            k += 1;
+        }
+    }
+
+    /// The run `edits` make of `prefix`.
+    pub fn apply(edits: &Edits, prefix: &Composed) -> Composed {
+        let lits = std::sync::Arc::new(edits.literals.clone());
+        let mut out = Composed::default();
+        let mut l = 0usize;
+        for e in &edits.edits {
+            out.push(Seg {
+                len: e.lit,
+                src: Src::Bytes(lits.clone(), l),
+            });
+            l += e.lit as usize;
+            prefix.slice_into(e.from as u64, e.len as u64, &mut out);
+        }
+        out
+    }
+}
+
 /// The stored body of a run after its header.
 #[derive(Clone, Copy, Debug)]
 pub enum Body<'a> {
@@ -714,6 +822,56 @@ mod tests {
         let back = Edits::from_bytes(&bytes, new.len() as u64, old.len() as u32, "t").unwrap();
         assert_eq!(back, e);
         assert_eq!(e.apply(&[old.clone().into()], new.len() as u64), new);
+    }
+
+    /// The bytes of a composition made only of buffers.
+    fn materialise(c: &Composed) -> Vec<u8> {
+        let mut out = Vec::new();
+        for seg in c.segs() {
+            match &seg.src {
+                Src::Bytes(b, o) => out.extend_from_slice(&b[*o..*o + seg.len as usize]),
+                Src::Chunk(..) => panic!("no chunks here"),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_chain_composes_to_what_decoding_each_level_gives() {
+        // Three versions; each level's prefix is the last one's bytes cut in two pieces.
+        let v0 = text(21, 400_000);
+        let mut v1 = v0.clone();
+        v1[1_000..1_040].copy_from_slice(&text(22, 40));
+        v1.splice(200_000..200_000, text(23, 300));
+        let mut v2 = v1.clone();
+        v2.drain(50_000..50_500);
+        v2[300_000..300_020].copy_from_slice(&text(24, 20));
+        let e1 = Edits::find(&v0, &v1, 0);
+        let e2 = Edits::find(&v1, &v2, 0);
+        let half = v0.len() / 2;
+        let pieces0: Vec<Bytes> = vec![v0[..half].to_vec().into(), v0[half..].to_vec().into()];
+        let mut p0 = Composed::default();
+        for p in [&v0[..half], &v0[half..]] {
+            p0.push(Seg {
+                len: p.len() as u32,
+                src: Src::Bytes(std::sync::Arc::new(p.to_vec()), 0),
+            });
+        }
+        let c1 = Composed::apply(&e1, &p0);
+        assert_eq!(c1.len(), v1.len() as u64);
+        assert_eq!(materialise(&c1), e1.apply(&pieces0, v1.len() as u64));
+        assert_eq!(materialise(&c1), v1);
+        // The next level reads its prefix out of the composed one, in slices.
+        let mut p1 = Composed::default();
+        c1.slice_into(0, 123_457, &mut p1);
+        c1.slice_into(123_457, v1.len() as u64 - 123_457, &mut p1);
+        let c2 = Composed::apply(&e2, &p1);
+        assert_eq!(materialise(&c2), v2);
+        // Only edits add stretches: far fewer than bytes.
+        assert!(c2.segs().len() < 40, "{} stretches", c2.segs().len());
+        let mut mid = Composed::default();
+        c2.slice_into(199_990, 400, &mut mid);
+        assert_eq!(materialise(&mid), v2[199_990..200_390]);
     }
 
     #[test]

@@ -61,7 +61,16 @@ pub struct Repo {
     /// Delta runs decoded lately, newest last (restoring a dump reads each run's chunks in
     /// turn, and a run's bases are often chunks of the run before).
     runs: Mutex<Vec<(BlobId, u8, RunBytes)>>,
+    /// Runs composed lately (see [`Repo::compose`]).
+    composed: Mutex<Vec<(BlobId, Arc<crate::delta::Composed>)>>,
 }
+
+/// How many composed runs a process keeps (a few hundred KiB each).
+const COMPOSED_CACHE: usize = 64;
+
+/// Stretches beyond which a run is decoded whole rather than composed (a chain of runs with
+/// edits every few bytes would make lists larger than the bytes).
+const MAX_SEGS: usize = 1 << 20;
 
 /// A decoded delta run's bytes.
 type RunBytes = Arc<Vec<u8>>;
@@ -208,6 +217,7 @@ impl Repo {
             key_name,
             pack_keys: Mutex::new(HashMap::new()),
             runs: Mutex::new(Vec::new()),
+            composed: Mutex::new(Vec::new()),
         };
         if mode == Mode::Write {
             repo.sync_index()?;
@@ -393,18 +403,32 @@ impl Repo {
         verify: bool,
     ) -> Vec<Result<Bytes>> {
         use rayon::prelude::*;
-        let mut runs: Vec<BlobId> = Vec::new();
-        for s in &sources {
-            if let Ok(Source::Member(run, _, _)) = s
-                && !runs.contains(run)
-            {
-                runs.push(*run);
+        // A chunk in a run is put together from the plain chunks and literals its run
+        // composes to: those chunks are read on every core, each once.
+        let plans: Vec<Option<Result<crate::delta::Composed>>> = sources
+            .iter()
+            .map(|s| match s {
+                Ok(Source::Member(run, off, len)) => Some(self.plan(run, *off, *len, depth)),
+                _ => None,
+            })
+            .collect();
+        let mut need: Vec<BlobId> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for plan in plans.iter().flatten().flatten() {
+            for seg in plan.segs() {
+                if let crate::delta::Src::Chunk(c, _) = &seg.src
+                    && seen.insert(*c)
+                {
+                    need.push(*c);
+                }
             }
         }
-        let decoded = self.decode_runs(&runs, depth);
+        let plain: HashMap<BlobId, Result<Arc<Vec<u8>>>> =
+            need.par_iter().map(|c| (*c, self.plain_chunk(c))).collect();
         ids.par_iter()
             .zip(sources)
-            .map(|(id, source)| match source? {
+            .zip(plans)
+            .map(|((id, source), plan)| match source? {
                 Source::Blob(loc) => {
                     let (enc, what) = self.read_encoded_at(id, &loc)?;
                     Ok(if verify {
@@ -414,16 +438,141 @@ impl Repo {
                     }
                     .into())
                 }
-                Source::Member(run, off, len) => {
-                    let buf = match &decoded {
-                        Ok(d) => d[&run].1.clone(),
-                        // Errors are not Clone: ask again for this reader's own copy.
-                        Err(_) => self.run_below(&run, depth)?,
-                    };
-                    self.member(id, &run, buf, off, len, depth, verify)
+                Source::Member(run, _, len) => {
+                    let plan = plan.expect("planned")?;
+                    let mut out = Vec::with_capacity(len as usize);
+                    for seg in plan.segs() {
+                        let (buf, at) = match &seg.src {
+                            crate::delta::Src::Bytes(b, o) => (b.clone(), *o),
+                            crate::delta::Src::Chunk(c, o) => match &plain[c] {
+                                Ok(b) => (b.clone(), *o as usize),
+                                // Errors are not Clone: ask again for this reader's own copy.
+                                Err(_) => (self.plain_chunk(c)?, *o as usize),
+                            },
+                        };
+                        let bytes = buf.get(at..at + seg.len as usize).ok_or_else(|| {
+                            Error::corrupt(
+                                format!("delta run {}", run.short()),
+                                "a base is shorter than the run says",
+                            )
+                        })?;
+                        out.extend_from_slice(bytes);
+                    }
+                    self.member(id, &run, Arc::new(out), 0, len, depth, verify)
                 }
             })
             .collect()
+    }
+
+    /// Where the bytes of chunk `off .. off + len` of `run` are: stretches of plain chunks
+    /// and literals.
+    fn plan(&self, run: &BlobId, off: u32, len: u32, depth: u8) -> Result<crate::delta::Composed> {
+        let c = self.compose(run, depth)?;
+        if off as u64 + len as u64 > c.len() {
+            return Err(Error::corrupt(
+                format!("delta run {}", run.short()),
+                "a chunk lies outside it",
+            ));
+        }
+        let mut plan = crate::delta::Composed::default();
+        c.slice_into(off as u64, len as u64, &mut plan);
+        Ok(plan)
+    }
+
+    /// A chunk stored on its own, decompressed but not re-hashed (it is a base: what is made
+    /// of it is hashed).
+    fn plain_chunk(&self, id: &BlobId) -> Result<Arc<Vec<u8>>> {
+        let loc = self.locate(id)?;
+        if loc.kind != BlobKind::Data {
+            return Err(Error::corrupt(
+                format!("blob {}", id.short()),
+                "a base that is not a data chunk",
+            ));
+        }
+        let (enc, what) = self.read_encoded_at(id, &loc)?;
+        Ok(Arc::new(blob::decode(&enc, id, loc.raw_len, &what)?))
+    }
+
+    /// A run (at most `depth` deep) composed down its chain: its bytes as stretches of
+    /// plain chunks and literals (of its own edits and of the runs below). Nothing but
+    /// headers and edit lists is read. A version 1 run, or one that would compose to too
+    /// many stretches, is decoded whole instead.
+    fn compose(&self, run: &BlobId, depth: u8) -> Result<Arc<crate::delta::Composed>> {
+        use crate::delta::{Composed, Seg, Src};
+        if let Some(c) = self.composed_cache(run) {
+            return Ok(c);
+        }
+        let (enc, what) = self.read_encoded(run)?;
+        let (h, body) = crate::delta::parse(&enc, &what)?;
+        check_depth(run, &h, depth, &what)?;
+        let whole = |this: &Self| -> Result<Composed> {
+            let data = this.run_below(run, depth)?;
+            let mut c = Composed::default();
+            c.push(Seg {
+                len: data.len() as u32,
+                src: Src::Bytes(data, 0),
+            });
+            Ok(c)
+        };
+        let c = match crate::delta::edits(body, &h, &what)? {
+            None => whole(self)?,
+            Some(edits) => {
+                let mut prefix = Composed::default();
+                for (i, range) in crate::delta::prefix_plan(&h.bases, h.skip, h.prefix_len) {
+                    let (base, base_len) = h.bases[i];
+                    let short = || {
+                        Error::corrupt(
+                            &what,
+                            format!("base chunk {} is not {base_len} bytes", base.short()),
+                        )
+                    };
+                    match self.source(&base)? {
+                        Source::Blob(loc) => {
+                            if loc.raw_len != base_len {
+                                return Err(short());
+                            }
+                            prefix.push(Seg {
+                                len: range.len() as u32,
+                                src: Src::Chunk(base, range.start as u32),
+                            });
+                        }
+                        Source::Member(below, off, len) => {
+                            let lower = self.compose(&below, h.depth - 1)?;
+                            if len != base_len || off as u64 + len as u64 > lower.len() {
+                                return Err(short());
+                            }
+                            lower.slice_into(
+                                off as u64 + range.start as u64,
+                                range.len() as u64,
+                                &mut prefix,
+                            );
+                        }
+                    }
+                }
+                let c = Composed::apply(&edits, &prefix);
+                if c.segs().len() > MAX_SEGS {
+                    whole(self)?
+                } else {
+                    c
+                }
+            }
+        };
+        let c = Arc::new(c);
+        let mut cache = self.composed.lock().expect("not poisoned");
+        if cache.len() >= COMPOSED_CACHE {
+            cache.remove(0);
+        }
+        cache.push((*run, c.clone()));
+        Ok(c)
+    }
+
+    /// A run composed lately, moved to the back of the cache.
+    fn composed_cache(&self, id: &BlobId) -> Option<Arc<crate::delta::Composed>> {
+        let mut cache = self.composed.lock().expect("not poisoned");
+        let i = cache.iter().position(|(r, _)| r == id)?;
+        let hit = cache.remove(i);
+        cache.push(hit);
+        cache.last().map(|(_, c)| c.clone())
     }
 
     /// The stretch of a decoded run that is chunk `id`, re-hashed when `verify`.

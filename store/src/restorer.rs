@@ -97,7 +97,7 @@ pub fn lookup(repo: &Repo, root: &BlobId, path: &[Vec<u8>]) -> Result<Entry> {
 
 /// How many bytes of a file's chunks are read ahead (on every core) while the chunks before
 /// them are written.
-const READ_AHEAD: u64 = 16 << 20;
+const READ_AHEAD: u64 = 8 << 20;
 
 /// Writes a file's parts to `out`, authenticating every blob and checking every length.
 /// Chunks are read and decoded in windows of [`READ_AHEAD`] bytes, the chunks of a window in
