@@ -170,6 +170,11 @@ thread_local! {
         std::cell::RefCell::new(zstd::bulk::Decompressor::new().expect("a zstd context"));
 }
 
+/// Decompresses a zstd frame of at most `capacity` bytes with this thread's context.
+pub fn decompress(frame: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    DECOMPRESSOR.with_borrow_mut(|d| d.decompress(frame, capacity))
+}
+
 /// Decompresses an encoded blob into `out`, which must be exactly as long as the blob.
 pub fn decode_into(plain: &[u8], id: &BlobId, out: &mut [u8], what: &str) -> Result<()> {
     let (&comp, body) = plain

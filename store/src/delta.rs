@@ -637,7 +637,7 @@ pub fn edits(body: Body, h: &RunHeader, what: &str) -> Result<Option<Edits>> {
         .flatten()
         .filter(|n| *n <= cap)
         .ok_or_else(|| Error::corrupt(what, "delta run edits: a frame without a sane size"))?;
-    let raw = zstd::bulk::decompress(frame, size as usize)
+    let raw = crate::blob::decompress(frame, size as usize)
         .map_err(|e| Error::corrupt(what, format!("delta run edits: zstd: {e}")))?;
     Edits::from_bytes(&raw, h.run_len(), h.prefix_len, what).map(Some)
 }

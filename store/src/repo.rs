@@ -62,7 +62,13 @@ pub struct Repo {
     /// turn, and a run's bases are often chunks of the run before).
     runs: Mutex<Vec<(BlobId, u8, RunBytes)>>,
     /// Runs composed lately (see [`Repo::compose`]).
-    composed: Mutex<Vec<(BlobId, Arc<crate::delta::Composed>)>>,
+    composed: Mutex<Vec<(BlobId, Arc<ComposedRun>)>>,
+}
+
+/// A composed run, and where its members are in it.
+struct ComposedRun {
+    run: crate::delta::Composed,
+    members: HashMap<BlobId, (u32, u32)>,
 }
 
 /// How many composed runs a process keeps (a few hundred KiB each).
@@ -464,10 +470,25 @@ impl Repo {
             .collect()
     }
 
+    /// Gets the runs that chunks `ids` lie in ready (composed) for a later
+    /// [`Repo::chunks`], which then only reads plain chunks: a restore prepares the next
+    /// window of a file while it reads the current one. Errors are left for that call.
+    pub fn prepare(&self, ids: &[BlobId]) {
+        let mut done: Vec<BlobId> = Vec::new();
+        for id in ids {
+            if let Ok(Source::Member(run, _, _)) = self.source(id)
+                && !done.contains(&run)
+            {
+                let _ = self.compose(&run, u8::MAX);
+                done.push(run);
+            }
+        }
+    }
+
     /// Where the bytes of chunk `off .. off + len` of `run` are: stretches of plain chunks
     /// and literals.
     fn plan(&self, run: &BlobId, off: u32, len: u32, depth: u8) -> Result<crate::delta::Composed> {
-        let c = self.compose(run, depth)?;
+        let c = &self.compose(run, depth)?.run;
         if off as u64 + len as u64 > c.len() {
             return Err(Error::corrupt(
                 format!("delta run {}", run.short()),
@@ -497,7 +518,7 @@ impl Repo {
     /// plain chunks and literals (of its own edits and of the runs below). Nothing but
     /// headers and edit lists is read. A version 1 run, or one that would compose to too
     /// many stretches, is decoded whole instead.
-    fn compose(&self, run: &BlobId, depth: u8) -> Result<Arc<crate::delta::Composed>> {
+    fn compose(&self, run: &BlobId, depth: u8) -> Result<Arc<ComposedRun>> {
         use crate::delta::{Composed, Seg, Src};
         if let Some(c) = self.composed_cache(run) {
             return Ok(c);
@@ -518,15 +539,27 @@ impl Repo {
             None => whole(self)?,
             Some(edits) => {
                 let mut prefix = Composed::default();
+                // Consecutive bases are mostly consecutive members of one run below: its
+                // member list answers before the index is asked.
+                let mut below_runs: Vec<(BlobId, Arc<ComposedRun>)> = Vec::new();
                 for (i, range) in crate::delta::prefix_plan(&h.bases, h.skip, h.prefix_len) {
                     let (base, base_len) = h.bases[i];
+                    let known = below_runs.iter().rev().find_map(|(r, c)| {
+                        c.members
+                            .get(&base)
+                            .map(|(off, len)| Source::Member(*r, *off, *len))
+                    });
+                    let source = match known {
+                        Some(s) => s,
+                        None => self.source(&base)?,
+                    };
                     let short = || {
                         Error::corrupt(
                             &what,
                             format!("base chunk {} is not {base_len} bytes", base.short()),
                         )
                     };
-                    match self.source(&base)? {
+                    match source {
                         Source::Blob(loc) => {
                             if loc.raw_len != base_len {
                                 return Err(short());
@@ -538,10 +571,13 @@ impl Repo {
                         }
                         Source::Member(below, off, len) => {
                             let lower = self.compose(&below, h.depth - 1)?;
-                            if len != base_len || off as u64 + len as u64 > lower.len() {
+                            if len != base_len || off as u64 + len as u64 > lower.run.len() {
                                 return Err(short());
                             }
-                            lower.slice_into(
+                            if !below_runs.iter().any(|(r, _)| *r == below) {
+                                below_runs.push((below, lower.clone()));
+                            }
+                            lower.run.slice_into(
                                 off as u64 + range.start as u64,
                                 range.len() as u64,
                                 &mut prefix,
@@ -557,7 +593,13 @@ impl Repo {
                 }
             }
         };
-        let c = Arc::new(c);
+        let mut members = HashMap::with_capacity(h.members.len());
+        let mut at = 0u32;
+        for (m, len) in &h.members {
+            members.entry(*m).or_insert((at, *len));
+            at += len;
+        }
+        let c = Arc::new(ComposedRun { run: c, members });
         let mut cache = self.composed.lock().expect("not poisoned");
         if cache.len() >= COMPOSED_CACHE {
             cache.remove(0);
@@ -567,7 +609,7 @@ impl Repo {
     }
 
     /// A run composed lately, moved to the back of the cache.
-    fn composed_cache(&self, id: &BlobId) -> Option<Arc<crate::delta::Composed>> {
+    fn composed_cache(&self, id: &BlobId) -> Option<Arc<ComposedRun>> {
         let mut cache = self.composed.lock().expect("not poisoned");
         let i = cache.iter().position(|(r, _)| r == id)?;
         let hit = cache.remove(i);

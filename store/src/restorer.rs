@@ -149,9 +149,16 @@ pub fn write_parts(
     let Some((first, rest)) = windows.split_first() else {
         return Ok(0);
     };
+    let prepare = |w: Option<&&[Part]>| {
+        if let Some(w) = w {
+            repo.prepare(&w.iter().map(|p| p.id).collect::<Vec<_>>());
+        }
+    };
     let mut current = (*first, read(first));
     std::thread::scope(|s| {
-        for w in rest {
+        for (i, w) in rest.iter().enumerate() {
+            // The window after the next has its delta runs composed meanwhile.
+            s.spawn(move || prepare(rest.get(i + 1)));
             let next = s.spawn(|| read(w));
             let written = write(current.0, std::mem::take(&mut current.1));
             let chunks = next
