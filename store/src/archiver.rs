@@ -763,12 +763,17 @@ impl<'r> Archiver<'r> {
             return Ok(self.parent_cache[i].1.clone());
         }
         let data = self.repo.base_chunk(id)?;
+        self.cache_parent(*id, data.clone());
+        Ok(data)
+    }
+
+    /// Keeps a chunk of the parent (the cache holds up to 64 MiB, oldest out first).
+    fn cache_parent(&mut self, id: BlobId, data: crate::blob::Bytes) {
         let mut total: usize = self.parent_cache.iter().map(|(_, d)| d.len()).sum();
         while total + data.len() > 64 << 20 && !self.parent_cache.is_empty() {
             total -= self.parent_cache.remove(0).1.len();
         }
-        self.parent_cache.push((*id, data.clone()));
-        Ok(data)
+        self.parent_cache.push((id, data));
     }
 
     /// How deep a chunk is: 0 on its own, else the depth of the run holding it.
@@ -923,6 +928,16 @@ impl<'r> Archiver<'r> {
         }
         let bases: Vec<(BlobId, u32)> = parent[first..last].iter().map(|p| (p.id, p.len)).collect();
         let (skip, prefix_len) = ((lo - starts[first]) as u32, (hi - lo) as u32);
+        // The parent's chunks not at hand are read together: on every core, and each plain
+        // chunk a chain composes them from only once.
+        let missing: Vec<BlobId> = crate::delta::prefix_plan(&bases, skip, prefix_len)
+            .into_iter()
+            .map(|(i, _)| bases[i].0)
+            .filter(|id| !self.parent_cache.iter().any(|(c, _)| c == id))
+            .collect();
+        for (id, data) in missing.iter().zip(self.repo.base_chunks(&missing)) {
+            self.cache_parent(*id, data?);
+        }
         let prefix = crate::delta::assemble_prefix(&bases, skip, prefix_len, "parent", |id| {
             self.parent_chunk(id)
         })?;

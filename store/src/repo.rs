@@ -61,6 +61,8 @@ pub struct Repo {
     /// Delta runs decoded lately, newest last (restoring a dump reads each run's chunks in
     /// turn, and a run's bases are often chunks of the run before).
     runs: Mutex<Vec<(BlobId, u8, RunBytes)>>,
+    /// Plain chunks read lately to put chunks of runs together.
+    plain_kept: Mutex<Vec<(BlobId, Arc<Vec<u8>>)>>,
     /// Runs composed lately (see [`Repo::compose`]).
     composed: Mutex<Vec<(BlobId, Arc<ComposedRun>)>>,
 }
@@ -70,6 +72,10 @@ struct ComposedRun {
     run: crate::delta::Composed,
     members: HashMap<BlobId, (u32, u32)>,
 }
+
+/// How many plain chunks read for runs a process keeps (a window's edges; 16 MiB at the
+/// default stream chunk size).
+const PLAIN_KEPT: usize = 64;
 
 /// How many composed runs a process keeps (a few hundred KiB each).
 const COMPOSED_CACHE: usize = 64;
@@ -224,6 +230,7 @@ impl Repo {
             pack_keys: Mutex::new(HashMap::new()),
             runs: Mutex::new(Vec::new()),
             composed: Mutex::new(Vec::new()),
+            plain_kept: Mutex::new(Vec::new()),
         };
         if mode == Mode::Write {
             repo.sync_index()?;
@@ -369,6 +376,11 @@ impl Repo {
             .expect("one")
     }
 
+    /// [`Repo::base_chunk`] of many chunks, read together like [`Repo::chunks`].
+    pub fn base_chunks(&self, ids: &[BlobId]) -> Vec<Result<Bytes>> {
+        self.chunks_below(ids, u8::MAX, false)
+    }
+
     /// Where a chunk is: a blob of its own, or a stretch of a run.
     fn source(&self, id: &BlobId) -> Result<Source> {
         if let Some(loc) = self.index().get(id)?
@@ -429,8 +441,31 @@ impl Repo {
                 }
             }
         }
-        let plain: HashMap<BlobId, Result<Arc<Vec<u8>>>> =
+        // Neighbouring windows share the plain chunks at their edges: those are kept.
+        let mut plain: HashMap<BlobId, Result<Arc<Vec<u8>>>> = HashMap::new();
+        {
+            let kept = self.plain_kept.lock().expect("not poisoned");
+            for (c, d) in kept.iter() {
+                if seen.contains(c) {
+                    plain.insert(*c, Ok(d.clone()));
+                }
+            }
+        }
+        need.retain(|c| !plain.contains_key(c));
+        let fetched: Vec<(BlobId, Result<Arc<Vec<u8>>>)> =
             need.par_iter().map(|c| (*c, self.plain_chunk(c))).collect();
+        {
+            let mut kept = self.plain_kept.lock().expect("not poisoned");
+            for (c, d) in &fetched {
+                if let Ok(d) = d {
+                    if kept.len() >= PLAIN_KEPT {
+                        kept.remove(0);
+                    }
+                    kept.push((*c, d.clone()));
+                }
+            }
+        }
+        plain.extend(fetched);
         ids.par_iter()
             .zip(sources)
             .zip(plans)
