@@ -73,9 +73,9 @@ struct ComposedRun {
     members: HashMap<BlobId, (u32, u32)>,
 }
 
-/// How many plain chunks read for runs a process keeps (a window's edges; 16 MiB at the
-/// default stream chunk size).
-const PLAIN_KEPT: usize = 64;
+/// Bytes of plain chunks a process keeps after reading them (a window's edges, which the
+/// next window often needs again).
+const PLAIN_KEPT: usize = 16 << 20;
 
 /// How many composed runs a process keeps (a few hundred KiB each).
 const COMPOSED_CACHE: usize = 64;
@@ -430,8 +430,19 @@ impl Repo {
                 _ => None,
             })
             .collect();
+        // Beside runs, chunks stored on their own are read the same way: a plain chunk is
+        // often both wanted itself and a base of a neighbouring run.
         let mut need: Vec<BlobId> = Vec::new();
         let mut seen = std::collections::HashSet::new();
+        let runs = plans.iter().any(|p| p.is_some());
+        for (id, s) in ids.iter().zip(&sources) {
+            if runs
+                && let Ok(Source::Blob(_)) = s
+                && seen.insert(*id)
+            {
+                need.push(*id);
+            }
+        }
         for plan in plans.iter().flatten().flatten() {
             for seg in plan.segs() {
                 if let crate::delta::Src::Chunk(c, _) = &seg.src
@@ -458,11 +469,12 @@ impl Repo {
             let mut kept = self.plain_kept.lock().expect("not poisoned");
             for (c, d) in &fetched {
                 if let Ok(d) = d {
-                    if kept.len() >= PLAIN_KEPT {
-                        kept.remove(0);
-                    }
                     kept.push((*c, d.clone()));
                 }
+            }
+            let mut total: usize = kept.iter().map(|(_, d)| d.len()).sum();
+            while total > PLAIN_KEPT && kept.len() > 1 {
+                total -= kept.remove(0).1.len();
             }
         }
         plain.extend(fetched);
@@ -471,13 +483,18 @@ impl Repo {
             .zip(plans)
             .map(|((id, source), plan)| match source? {
                 Source::Blob(loc) => {
-                    let (enc, what) = self.read_encoded_at(id, &loc)?;
-                    Ok(if verify {
-                        self.decode_encoded(id, loc.kind, loc.raw_len, &enc, &what)?
-                    } else {
-                        blob::decode(&enc, id, loc.raw_len, &what)?
+                    let data = match plain.get(id) {
+                        Some(Ok(d)) => d.clone(),
+                        // Not read above (no runs here), or an error: read it now.
+                        _ => self.plain_chunk(id)?,
+                    };
+                    if verify && self.keys.chunk_id(&data) != *id {
+                        return Err(Error::corrupt(
+                            format!("pack {}", loc.pack.short()),
+                            format!("blob {} does not hash to its id", id.short()),
+                        ));
                     }
-                    .into())
+                    Ok(Bytes::whole(data))
                 }
                 Source::Member(run, _, len) => {
                     let plan = plan.expect("planned")?;
