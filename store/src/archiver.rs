@@ -288,6 +288,8 @@ struct Archiver<'r> {
     run_depths: HashMap<BlobId, u8>,
     /// Read every file, unchanged or not (`BackupOptions::reread`).
     reread: bool,
+    /// When the parent snapshot's backup started (0 without a parent).
+    parent_started_ns: i64,
     /// Runs waiting to be compressed: id, header, bytes, prefix.
     queued_runs: Vec<QueuedRun>,
     /// Their bytes and prefixes.
@@ -303,6 +305,10 @@ type QueuedRun = (
     crate::blob::Bytes,
     usize,
 );
+
+/// How long before the parent's backup started a file must have last changed for its size,
+/// times and inode to be trusted.
+const RACY_NS: i64 = 2_000_000_000;
 
 /// Runs are compressed in parallel once this many bytes (runs and prefixes) wait.
 const QUEUED_RUN_BYTES: usize = 64 << 20;
@@ -332,6 +338,7 @@ impl<'r> Archiver<'r> {
             queued_runs: Vec::new(),
             queued_bytes: 0,
             reread: false,
+            parent_started_ns: 0,
         })
     }
 
@@ -634,8 +641,13 @@ impl<'r> Archiver<'r> {
         let Node::File(parts) = &was.node else {
             return Ok(None);
         };
-        if (was.size, was.mtime_ns, was.ctime_ns, was.ino)
-            != (now.size, now.mtime_ns, now.ctime_ns, now.ino)
+        // A file changed shortly before the parent was taken may change again with the same
+        // size, times and inode: the kernel's file clock ticks in milliseconds, and a deleted
+        // file's inode is soon used again. Only files older than that are trusted (git's
+        // "racy clean" rule).
+        if now.ctime_ns >= self.parent_started_ns.saturating_sub(RACY_NS)
+            || (was.size, was.mtime_ns, was.ctime_ns, was.ino)
+                != (now.size, now.mtime_ns, now.ctime_ns, now.ino)
             || parts.iter().map(|p| p.len as u64).sum::<u64>() != now.size
         {
             return Ok(None);
@@ -754,6 +766,9 @@ impl<'r> Archiver<'r> {
         for e in root.entries {
             self.parent_root.insert(e.name.clone(), e);
         }
+        self.parent_started_ns = snap
+            .time_ns
+            .saturating_sub((snap.summary.duration_ms as i64).saturating_mul(1_000_000));
         Ok(())
     }
 

@@ -61,6 +61,8 @@ pub struct Repo {
     /// Delta runs decoded lately, newest last (restoring a dump reads each run's chunks in
     /// turn, and a run's bases are often chunks of the run before).
     runs: Mutex<Vec<(BlobId, u8, RunBytes)>>,
+    /// Where the plain base chunks of composed runs are (filled while composing).
+    base_locs: Mutex<HashMap<BlobId, Location>>,
     /// Plain chunks read lately to put chunks of runs together.
     plain_kept: Mutex<Vec<(BlobId, Arc<Vec<u8>>)>>,
     /// Runs composed lately (see [`Repo::compose`]).
@@ -231,6 +233,7 @@ impl Repo {
             runs: Mutex::new(Vec::new()),
             composed: Mutex::new(Vec::new()),
             plain_kept: Mutex::new(Vec::new()),
+            base_locs: Mutex::new(HashMap::new()),
         };
         if mode == Mode::Write {
             repo.sync_index()?;
@@ -452,42 +455,37 @@ impl Repo {
                 }
             }
         }
-        // Neighbouring windows share the plain chunks at their edges: those are kept.
-        let mut plain: HashMap<BlobId, Result<Arc<Vec<u8>>>> = HashMap::new();
+        // Neighbouring windows share the plain chunks at their edges: those are kept. The
+        // others are read by the first task that needs one, while the tasks wanting the same
+        // chunk wait for it (the read uses no other task, so the wait always ends).
+        type Slot = std::sync::OnceLock<Option<Arc<Vec<u8>>>>;
+        let mut plain: HashMap<BlobId, Slot> = need.iter().map(|c| (*c, Slot::new())).collect();
         {
             let kept = self.plain_kept.lock().expect("not poisoned");
             for (c, d) in kept.iter() {
-                if seen.contains(c) {
-                    plain.insert(*c, Ok(d.clone()));
+                if let Some(slot) = plain.get_mut(c) {
+                    let _ = slot.set(Some(d.clone()));
                 }
             }
         }
-        need.retain(|c| !plain.contains_key(c));
-        let fetched: Vec<(BlobId, Result<Arc<Vec<u8>>>)> =
-            need.par_iter().map(|c| (*c, self.plain_chunk(c))).collect();
-        {
-            let mut kept = self.plain_kept.lock().expect("not poisoned");
-            for (c, d) in &fetched {
-                if let Ok(d) = d {
-                    kept.push((*c, d.clone()));
-                }
+        let plain = plain;
+        let get = |c: &BlobId| -> Result<Arc<Vec<u8>>> {
+            match plain.get(c) {
+                Some(slot) => match slot.get_or_init(|| self.plain_chunk(c).ok()) {
+                    Some(d) => Ok(d.clone()),
+                    // Errors are not kept: ask again for this reader's own copy.
+                    None => self.plain_chunk(c),
+                },
+                None => self.plain_chunk(c),
             }
-            let mut total: usize = kept.iter().map(|(_, d)| d.len()).sum();
-            while total > PLAIN_KEPT && kept.len() > 1 {
-                total -= kept.remove(0).1.len();
-            }
-        }
-        plain.extend(fetched);
-        ids.par_iter()
+        };
+        let out: Vec<Result<Bytes>> = ids
+            .par_iter()
             .zip(sources)
             .zip(plans)
             .map(|((id, source), plan)| match source? {
                 Source::Blob(loc) => {
-                    let data = match plain.get(id) {
-                        Some(Ok(d)) => d.clone(),
-                        // Not read above (no runs here), or an error: read it now.
-                        _ => self.plain_chunk(id)?,
-                    };
+                    let data = get(id)?;
                     if verify && self.keys.chunk_id(&data) != *id {
                         return Err(Error::corrupt(
                             format!("pack {}", loc.pack.short()),
@@ -502,11 +500,7 @@ impl Repo {
                     for seg in plan.segs() {
                         let (buf, at) = match &seg.src {
                             crate::delta::Src::Bytes(b, o) => (b.clone(), *o),
-                            crate::delta::Src::Chunk(c, o) => match &plain[c] {
-                                Ok(b) => (b.clone(), *o as usize),
-                                // Errors are not Clone: ask again for this reader's own copy.
-                                Err(_) => (self.plain_chunk(c)?, *o as usize),
-                            },
+                            crate::delta::Src::Chunk(c, o) => (get(c)?, *o as usize),
                         };
                         let bytes = buf.get(at..at + seg.len as usize).ok_or_else(|| {
                             Error::corrupt(
@@ -519,7 +513,20 @@ impl Repo {
                     self.member(id, &run, Arc::new(out), 0, len, depth, verify)
                 }
             })
-            .collect()
+            .collect();
+        let mut kept = self.plain_kept.lock().expect("not poisoned");
+        for c in &need {
+            if let Some(Some(d)) = plain[c].get()
+                && !kept.iter().any(|(k, _)| k == c)
+            {
+                kept.push((*c, d.clone()));
+            }
+        }
+        let mut total: usize = kept.iter().map(|(_, d)| d.len()).sum();
+        while total > PLAIN_KEPT && kept.len() > 1 {
+            total -= kept.remove(0).1.len();
+        }
+        out
     }
 
     /// Gets the runs that chunks `ids` lie in ready (composed) for a later
@@ -555,7 +562,20 @@ impl Repo {
     /// A chunk stored on its own, decompressed but not re-hashed (it is a base: what is made
     /// of it is hashed).
     fn plain_chunk(&self, id: &BlobId) -> Result<Arc<Vec<u8>>> {
+        let known = self.base_locs.lock().expect("not poisoned").remove(id);
+        if let Some(loc) = known
+            && let Ok(d) = self.plain_chunk_at(id, &loc)
+        {
+            return Ok(d);
+        }
+        // Not remembered, or moved since (a repair or prune in this process): ask the index.
         let loc = self.locate(id)?;
+        self.plain_chunk_at(id, &loc)
+    }
+
+    /// [`Repo::plain_chunk`] at a known location.
+    fn plain_chunk_at(&self, id: &BlobId, loc: &Location) -> Result<Arc<Vec<u8>>> {
+        let loc = *loc;
         if loc.kind != BlobKind::Data {
             return Err(Error::corrupt(
                 format!("blob {}", id.short()),
@@ -616,6 +636,12 @@ impl Repo {
                             if loc.raw_len != base_len {
                                 return Err(short());
                             }
+                            // Remembered for reading the chunk: one index lookup, not two.
+                            let mut locs = self.base_locs.lock().expect("not poisoned");
+                            if locs.len() >= 1 << 16 {
+                                locs.clear();
+                            }
+                            locs.insert(base, loc);
                             prefix.push(Seg {
                                 len: range.len() as u32,
                                 src: Src::Chunk(base, range.start as u32),

@@ -154,8 +154,16 @@ pub fn write_parts(
             repo.prepare(&w.iter().map(|p| p.id).collect::<Vec<_>>());
         }
     };
-    let mut current = (*first, read(first));
+    if rest.is_empty() {
+        // One window (most files): no threads beside the read.
+        write(first, read(first))?;
+        return Ok(n);
+    }
+    let mut current = (*first, Vec::new());
     std::thread::scope(|s| {
+        // The second window's runs are composed while the first is read.
+        s.spawn(move || prepare(rest.first()));
+        current.1 = read(first);
         for (i, w) in rest.iter().enumerate() {
             // The window after the next has its delta runs composed meanwhile.
             s.spawn(move || prepare(rest.get(i + 1)));
