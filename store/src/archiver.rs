@@ -834,42 +834,57 @@ impl<'r> Archiver<'r> {
         let mut run: Vec<(BlobId, Vec<u8>)> = Vec::new();
         let (mut run_start, mut run_len) = (0u64, 0u64);
         let run_max = self.repo.config().delta.map_or(0, |d| d.run_max) as u64;
-        loop {
-            let chunk = match stream.next_chunk() {
-                Ok(Some(c)) => c,
-                Ok(None) => break,
-                Err(e) => return Ok(Err(e)),
-            };
-            let len = chunk.len() as u64;
-            self.progress.bytes(len);
-            let id = self.repo.keys().chunk_id(&chunk);
-            if let Some(kind) = self.stored_as(&id)? {
-                let r = std::mem::take(&mut run);
-                run_len = 0;
-                self.store_run(slot, r, run_start, anchor, parent, &starts, parent_len)?;
-                self.contents[slot].push(Part {
-                    kind,
-                    id,
-                    len: len as u32,
-                });
-                if let Some(&i) = where_parent.get(&id) {
-                    anchor = (total + len, starts[i] + parent[i].len as u64);
+        let mut ended = false;
+        while !ended {
+            // Chunks are read a batch at a time and hashed on every core.
+            let mut batch = Vec::new();
+            let mut bytes = 0usize;
+            while bytes < BATCH_BYTES {
+                match stream.next_chunk() {
+                    Ok(Some(c)) => {
+                        bytes += c.len();
+                        batch.push(c);
+                    }
+                    Ok(None) => {
+                        ended = true;
+                        break;
+                    }
+                    Err(e) => return Ok(Err(e)),
                 }
-            } else {
-                if !run.is_empty() && run_len + len > run_max {
+            }
+            let keys = self.repo.keys();
+            let ids: Vec<BlobId> = batch.par_iter().map(|c| keys.chunk_id(c)).collect();
+            for (id, chunk) in ids.into_iter().zip(batch) {
+                let len = chunk.len() as u64;
+                self.progress.bytes(len);
+                if let Some(kind) = self.stored_as(&id)? {
                     let r = std::mem::take(&mut run);
                     run_len = 0;
                     self.store_run(slot, r, run_start, anchor, parent, &starts, parent_len)?;
+                    self.contents[slot].push(Part {
+                        kind,
+                        id,
+                        len: len as u32,
+                    });
+                    if let Some(&i) = where_parent.get(&id) {
+                        anchor = (total + len, starts[i] + parent[i].len as u64);
+                    }
+                } else {
+                    if !run.is_empty() && run_len + len > run_max {
+                        let r = std::mem::take(&mut run);
+                        run_len = 0;
+                        self.store_run(slot, r, run_start, anchor, parent, &starts, parent_len)?;
+                    }
+                    if run.is_empty() {
+                        run_start = total;
+                    }
+                    // A chunk met twice in the same run is stored once (the second is known).
+                    self.session.insert(id);
+                    run_len += len;
+                    run.push((id, chunk));
                 }
-                if run.is_empty() {
-                    run_start = total;
-                }
-                // A chunk met twice in the same run is stored once (the second is known).
-                self.session.insert(id);
-                run_len += len;
-                run.push((id, chunk));
+                total += len;
             }
-            total += len;
         }
         let r = std::mem::take(&mut run);
         self.store_run(slot, r, run_start, anchor, parent, &starts, parent_len)?;
