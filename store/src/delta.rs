@@ -444,6 +444,10 @@ impl Edits {
             let lit = varint(&mut r).ok_or_else(|| bad("truncated"))?;
             let len = varint(&mut r).ok_or_else(|| bad("truncated"))?;
             let z = varint(&mut r).ok_or_else(|| bad("truncated"))?;
+            // Bounded before any sum: no edit is longer than the run.
+            if lit > run_len || len > run_len {
+                return Err(bad("an edit longer than the run"));
+            }
             let from = expect.checked_add(((z >> 1) as i64) ^ -((z & 1) as i64));
             let from = from.filter(|f| *f >= 0 && (*f as u64) + len <= prefix_len as u64);
             let Some(from) = from else {
@@ -906,6 +910,13 @@ mod tests {
         for b in [0u8, 0x80, 0xff] {
             let _ = Edits::from_bytes(&[b; 64], 10_000, 10_000, "t");
         }
+        // Found by the fuzzer: a length near 2^64 overflowed the bound check.
+        let mut huge = Vec::new();
+        put_varint(&mut huge, 1);
+        put_varint(&mut huge, 0);
+        put_varint(&mut huge, u64::MAX - 3);
+        put_varint(&mut huge, 0);
+        assert!(Edits::from_bytes(&huge, 10_000, 10_000, "t").is_err());
     }
 
     #[test]
