@@ -29,6 +29,10 @@ impl MariaDb {
             .tempdir()
             .unwrap();
         let data = dir.path().join("data");
+        // Each server its own temporary directory: two bootstraps at once in /tmp once
+        // failed with "Could not remove temporary table '/tmp/#sql-temptable-…', error: 2".
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir(&tmp).unwrap();
         // SAFETY: geteuid has no preconditions.
         let user = if unsafe { libc::geteuid() } == 0 {
             "root".to_string()
@@ -40,6 +44,7 @@ impl MariaDb {
             .arg(format!("--user={user}"))
             .arg("--auth-root-authentication-method=normal")
             .arg("--skip-test-db")
+            .arg(format!("--tmpdir={}", tmp.display()))
             .output()
             .unwrap();
         assert!(
@@ -54,6 +59,7 @@ impl MariaDb {
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
             .arg("--skip-networking")
             .arg("--innodb-buffer-pool-size=16M")
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--user={user}"))
             .stdout(Stdio::null())
             .stderr(Stdio::from(
