@@ -30,7 +30,7 @@ use crate::repo::{Repo, pack_name};
 use crate::snapshot::{SNAPSHOT_VERSION, Snapshot, Summary};
 use crate::tree::{Entry, Node, PART_CHUNK, PART_IN_RUN, Part, Tree};
 
-const BATCH_BYTES: usize = 16 * 1024 * 1024;
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 pub use crate::command::CommandLine;
 
@@ -311,7 +311,11 @@ type QueuedRun = (
 const RACY_NS: i64 = 2_000_000_000;
 
 /// Runs are compressed in parallel once this many bytes (runs and prefixes) wait.
-const QUEUED_RUN_BYTES: usize = 64 << 20;
+const QUEUED_RUN_BYTES: usize = 24 << 20;
+
+/// Bytes of decoded parent chunks a delta backup keeps (a run's bases overlap the next
+/// run's by the slack).
+const PARENT_CACHE: usize = 24 << 20;
 
 impl<'r> Archiver<'r> {
     fn new(repo: &'r Repo, progress: &'r dyn Progress) -> Result<Self> {
@@ -772,7 +776,7 @@ impl<'r> Archiver<'r> {
         Ok(())
     }
 
-    /// A chunk of the parent, decoded (kept for the next runs, up to 64 MiB).
+    /// A chunk of the parent, decoded (kept for the next runs).
     fn parent_chunk(&mut self, id: &BlobId) -> Result<crate::blob::Bytes> {
         if let Some(i) = self.parent_cache.iter().position(|(c, _)| c == id) {
             return Ok(self.parent_cache[i].1.clone());
@@ -782,10 +786,10 @@ impl<'r> Archiver<'r> {
         Ok(data)
     }
 
-    /// Keeps a chunk of the parent (the cache holds up to 64 MiB, oldest out first).
+    /// Keeps a chunk of the parent (up to [`PARENT_CACHE`] bytes, oldest out first).
     fn cache_parent(&mut self, id: BlobId, data: crate::blob::Bytes) {
         let mut total: usize = self.parent_cache.iter().map(|(_, d)| d.len()).sum();
-        while total + data.len() > 64 << 20 && !self.parent_cache.is_empty() {
+        while total + data.len() > PARENT_CACHE && !self.parent_cache.is_empty() {
             total -= self.parent_cache.remove(0).1.len();
         }
         self.parent_cache.push((id, data));

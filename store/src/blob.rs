@@ -175,68 +175,63 @@ pub fn decompress(frame: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
     DECOMPRESSOR.with_borrow_mut(|d| d.decompress(frame, capacity))
 }
 
-/// Decompresses an encoded blob into `out`, which must be exactly as long as the blob.
-pub fn decode_into(plain: &[u8], id: &BlobId, out: &mut [u8], what: &str) -> Result<()> {
+/// An encoded blob's compression byte (one this build knows) and body.
+fn split<'a>(plain: &'a [u8], what: &str) -> Result<(u8, &'a [u8])> {
     let (&comp, body) = plain
         .split_first()
         .ok_or_else(|| Error::corrupt(what, "empty blob"))?;
-    let n = match comp {
-        RAW if body.len() == out.len() => {
-            out.copy_from_slice(body);
-            out.len()
-        }
-        RAW => body.len(),
-        ZSTD => DECOMPRESSOR
-            .with_borrow_mut(|d| d.decompress_to_buffer(body, &mut *out))
-            .map_err(|e| Error::corrupt(what, format!("blob {}: zstd: {e}", id.short())))?,
-        other => {
-            return Err(Error::NewerFormat {
-                what: what.to_string(),
-                found: other.into(),
-                supported: 1,
-            });
-        }
-    };
-    if n != out.len() {
+    if comp != RAW && comp != ZSTD {
+        return Err(Error::NewerFormat {
+            what: what.to_string(),
+            found: comp.into(),
+            supported: 1,
+        });
+    }
+    Ok((comp, body))
+}
+
+/// Refuses a blob that decoded to `n` bytes where its header says `want`.
+fn check_len(id: &BlobId, n: usize, want: usize, what: &str) -> Result<()> {
+    if n != want {
         return Err(Error::corrupt(
             what,
             format!(
-                "blob {} holds {n} bytes, the header says {}",
-                id.short(),
-                out.len()
+                "blob {} holds {n} bytes, the header says {want}",
+                id.short()
             ),
         ));
     }
     Ok(())
 }
 
+fn zstd_error(id: &BlobId, e: std::io::Error, what: &str) -> Error {
+    Error::corrupt(what, format!("blob {}: zstd: {e}", id.short()))
+}
+
+/// Decompresses an encoded blob into `out`, which must be exactly as long as the blob.
+pub fn decode_into(plain: &[u8], id: &BlobId, out: &mut [u8], what: &str) -> Result<()> {
+    let n = match split(plain, what)? {
+        (RAW, body) => {
+            if body.len() == out.len() {
+                out.copy_from_slice(body);
+            }
+            body.len()
+        }
+        (_, body) => DECOMPRESSOR
+            .with_borrow_mut(|d| d.decompress_to_buffer(body, &mut *out))
+            .map_err(|e| zstd_error(id, e, what))?,
+    };
+    check_len(id, n, out.len(), what)
+}
+
 /// Decompresses an encoded blob and checks its length.
 pub fn decode(plain: &[u8], id: &BlobId, raw_len: u32, what: &str) -> Result<Vec<u8>> {
-    let (&comp, body) = plain
-        .split_first()
-        .ok_or_else(|| Error::corrupt(what, "empty blob"))?;
-    let data = match comp {
-        RAW => body.to_vec(),
-        ZSTD => DECOMPRESSOR
+    let data = match split(plain, what)? {
+        (RAW, body) => body.to_vec(),
+        (_, body) => DECOMPRESSOR
             .with_borrow_mut(|d| d.decompress(body, raw_len as usize))
-            .map_err(|e| Error::corrupt(what, format!("blob {}: zstd: {e}", id.short())))?,
-        other => {
-            return Err(Error::NewerFormat {
-                what: what.to_string(),
-                found: other.into(),
-                supported: 1,
-            });
-        }
+            .map_err(|e| zstd_error(id, e, what))?,
     };
-    if data.len() != raw_len as usize {
-        return Err(Error::corrupt(
-            what,
-            format!(
-                "blob {} holds {} bytes, the header says {raw_len}",
-                id.short(),
-                data.len()
-            ),
-        ));
-    }
+    check_len(id, data.len(), raw_len as usize, what)?;
     Ok(data)
 }
