@@ -144,9 +144,11 @@ pub fn backup(repo: &Repo, opts: BackupOptions, progress: &dyn Progress) -> Resu
         Some(p) => Some(p),
         None => default_parent(repo, &opts)?,
     };
-    if let Some(p) = parent {
-        a.load_parent(&p)?;
-    }
+    // The snapshot names its parent only if it was read.
+    let parent = match parent {
+        Some(p) if a.load_parent(&p)? => Some(p),
+        _ => None,
+    };
     let mut root: Vec<(Entry, Option<usize>)> = Vec::new();
     let mut names = HashSet::new();
     let mut shown = Vec::new();
@@ -230,7 +232,11 @@ pub fn default_parent(repo: &Repo, opts: &BackupOptions) -> Result<Option<Snapsh
         })
         .collect();
     let mut best: Option<(i64, SnapshotId)> = None;
-    for (id, s) in repo.snapshots()? {
+    for id in repo.snapshot_ids()? {
+        // A snapshot file that cannot be read cannot be a parent; it is no reason to fail.
+        let Ok(s) = repo.load_snapshot(&id) else {
+            continue;
+        };
         let same = match &opts.service {
             Some(svc) => s.service.as_deref() == Some(svc),
             None => s.service.is_none() && s.paths == names,
@@ -759,21 +765,31 @@ impl<'r> Archiver<'r> {
     }
 
     /// Reads the parent snapshot's root entries.
-    fn load_parent(&mut self, id: &SnapshotId) -> Result<()> {
-        let snap = match self.repo.load_snapshot(id) {
-            Ok(s) => s,
-            // Forgotten meanwhile: no parent, plain chunks.
-            Err(Error::NotFound(_)) => return Ok(()),
-            Err(e) => return Err(e),
+    /// A parent that cannot be read (forgotten meanwhile, or damaged) only means that
+    /// everything is read and stored as plain chunks: the backup goes on without it.
+    fn load_parent(&mut self, id: &SnapshotId) -> Result<bool> {
+        let read = self
+            .repo
+            .load_snapshot(id)
+            .and_then(|snap| Ok((self.repo.load_tree(&snap.tree)?, snap)));
+        let (root, snap) = match read {
+            Ok(r) => r,
+            Err(Error::NotFound(_)) => return Ok(false),
+            Err(e) => {
+                self.progress.warn(&format!(
+                    "the parent snapshot {} cannot be read ({e}); reading every file",
+                    id.short()
+                ));
+                return Ok(false);
+            }
         };
-        let root = self.repo.load_tree(&snap.tree)?;
         for e in root.entries {
             self.parent_root.insert(e.name.clone(), e);
         }
         self.parent_started_ns = snap
             .time_ns
             .saturating_sub((snap.summary.duration_ms as i64).saturating_mul(1_000_000));
-        Ok(())
+        Ok(true)
     }
 
     /// A chunk of the parent, decoded (kept for the next runs).

@@ -151,3 +151,21 @@ fn a_changed_large_file_in_a_tree_is_stored_as_delta_runs() {
         crate::delta::dump(0, 100_000)
     );
 }
+
+#[test]
+fn a_damaged_parent_snapshot_does_not_stop_the_next_backup() {
+    let f = Fixture::new();
+    let src = tree(&f, 3);
+    let s = src.to_str().unwrap();
+    let first = backup_json(&f, &[s]);
+    let id = first["id"].as_str().unwrap();
+    let file = f.repo().join("snapshots").join(id);
+    let mut bytes = fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&file, bytes).unwrap();
+    // The damaged snapshot cannot be the parent; the backup reads everything and succeeds.
+    let next = backup_json(&f, &[s]);
+    assert_eq!(unchanged(&next), 0, "{next}");
+    restore_and_compare(&f, next["id"].as_str().unwrap(), &src, "site");
+}
