@@ -102,7 +102,8 @@ pub struct BackupOptions {
     /// there is not read again, and a changed file or stream is stored as delta runs against
     /// its version there (see `delta.rs`). `None` picks [`default_parent`].
     pub parent: Option<SnapshotId>,
-    /// Reads every file, even those unchanged in the parent (delta runs still use it).
+    /// Reads every file and leaves the parent's trees alone: no file is taken from them
+    /// and none is delta-coded against them (streams still are).
     pub reread: bool,
 }
 
@@ -182,7 +183,11 @@ pub fn backup(repo: &Repo, opts: BackupOptions, progress: &dyn Progress) -> Resu
                     })
                     .collect();
                 let mut rel = vec![name.as_bytes().to_vec()];
-                let was = a.parent_root.get(name.as_bytes()).cloned();
+                // Reading everything also means not walking the parent's trees.
+                let was = match a.reread {
+                    true => None,
+                    false => a.parent_root.get(name.as_bytes()).cloned(),
+                };
                 if let Some(e) = a.entry(&path, name.into_bytes(), &mut rel, was.as_ref())? {
                     root.push(e);
                 }

@@ -127,9 +127,10 @@ fn take_dump(
         revision: Some(revision.to_string()),
         tags: tags.iter().map(|t| t.to_string()).collect(),
         parent: None,
-        // State dumps read every file: they are what a roll-back restores, and the metadata
-        // shortcut caught a bug in the fault model this week (fixed, see `unchanged`); until
-        // it has run longer, the path operators depend on most does not take it.
+        // State dumps read every file and use the parent for streams only, as before the
+        // parent's trees were walked: they are what a roll-back restores, and the fault model
+        // has failed twice since (not reproduced); until that is explained, the path
+        // operators depend on most stays as it was.
         reread: true,
     };
     let r = archiver::backup(repo, opts, report)?;

@@ -41,7 +41,8 @@ pub struct Args {
     tags: Vec<String>,
     /// Read every file again. By default a file whose size, mtime, ctime and inode are those
     /// it had in the parent snapshot (the newest of the same service, or of the same paths)
-    /// keeps its chunks from there without being read.
+    /// keeps its chunks from there without being read, and a changed large file is stored
+    /// as delta runs against its version there; --force does neither.
     #[arg(long)]
     force: bool,
     /// Print the result as one JSON object.
