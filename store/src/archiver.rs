@@ -650,9 +650,8 @@ impl<'r> Archiver<'r> {
     /// The parent's chunks of a file whose size, times and inode are those of `was` (the
     /// parent's entry), if every one of them is still stored; `None` means: read it.
     fn unchanged(&self, now: &Entry, was: Option<&Entry>) -> Result<Option<Vec<Part>>> {
-        let Some(was) = was.filter(|_| !self.reread) else {
-            return Ok(None);
-        };
+        // (With `reread`, no entry of the parent reaches here: its trees are not walked.)
+        let Some(was) = was else { return Ok(None) };
         let Node::File(parts) = &was.node else {
             return Ok(None);
         };

@@ -364,8 +364,9 @@ impl Repo {
         self.chunks(std::slice::from_ref(id)).pop().expect("one")
     }
 
-    /// [`Repo::chunk`] of many chunks, read on every core: each run they need is decoded
-    /// once (its bases too, on every core), each chunk of its own is read in parallel.
+    /// [`Repo::chunk`] of many chunks, read on every core: a chunk in a run is copied
+    /// together from what its run composes to (see [`Repo::compose`]), and every plain chunk
+    /// needed, for itself or as a base, is read once.
     pub fn chunks(&self, ids: &[BlobId]) -> Vec<Result<Bytes>> {
         self.chunks_below(ids, u8::MAX, true)
     }
@@ -406,10 +407,6 @@ impl Repo {
     /// own: decoding with wrong bases gives wrong bytes, which the chunks handed out of the
     /// decoded run then fail (each is re-hashed), so restoring through a chain of N runs
     /// hashes its bytes once, not N + 1 times.
-    ///
-    /// No lock is held while work runs on other threads (rayon steals work while it waits,
-    /// so a held lock could be wanted again by the same thread): two readers wanting the same
-    /// run at the same moment may both decode it.
     fn chunks_below(&self, ids: &[BlobId], depth: u8, verify: bool) -> Vec<Result<Bytes>> {
         let sources: Vec<Result<Source>> = ids.iter().map(|id| self.source(id)).collect();
         self.chunks_from(ids, sources, depth, verify)
@@ -533,9 +530,14 @@ impl Repo {
     /// [`Repo::chunks`], which then only reads plain chunks: a restore prepares the next
     /// window of a file while it reads the current one. Errors are left for that call.
     pub fn prepare(&self, ids: &[BlobId]) {
+        // Without delta runs there is nothing to prepare, and no index lookup is spent.
+        if self.config.delta.is_none() {
+            return;
+        }
         let mut done: Vec<BlobId> = Vec::new();
         for id in ids {
-            if let Ok(Source::Member(run, _, _)) = self.source(id)
+            // One lookup: only whether the chunk is in a run matters here.
+            if let Ok(Some((run, _, _))) = self.index().member(id)
                 && !done.contains(&run)
             {
                 let _ = self.compose(&run, u8::MAX);
