@@ -1174,14 +1174,15 @@ impl Repo {
         self.sync(false)
     }
 
-    /// [`Repo::sync_index`] for `index rebuild`: a file that cannot be read for a reason
-    /// other than damage fails the sync instead of being reported and skipped, and packs a
-    /// prune has recorded for deletion are indexed too. Such a prune gave up or was
+    /// The sync itself, also for `index rebuild`. A file that cannot be read for a reason
+    /// other than damage fails the sync instead of being skipped: a snapshot left out of the
+    /// index would make a state load pick an older one of its revision. Damaged files are
+    /// reported and skipped. A rebuild also indexes the packs a
+    /// prune has recorded for deletion. Such a prune gave up or was
     /// interrupted (a rebuild holds the exclusive lock, so none runs now); a snapshot may
     /// need those packs, and the next prune finishing the record hides them again, then
     /// keeps whichever a snapshot needs.
     fn sync(&self, rebuild: bool) -> Result<SyncReport> {
-        let strict = rebuild;
         let mut report = SyncReport::default();
         self.backend.clean_temporaries()?;
         let mut on_disk = std::collections::HashSet::new();
@@ -1213,7 +1214,7 @@ impl Repo {
                     }
                     report.packs_added += 1;
                 }
-                Err(e) if strict && !damage(&e) => return Err(e),
+                Err(e) if !damage(&e) => return Err(e),
                 Err(e) => report.damaged.push((name, e.to_string())),
             }
         }
@@ -1238,7 +1239,7 @@ impl Repo {
                             .add_snapshot(id, self.label_of(&s), s.time_ns)?;
                         report.snapshots_added += 1;
                     }
-                    Err(e) if strict && !damage(&e) => return Err(e),
+                    Err(e) if !damage(&e) => return Err(e),
                     Err(e) => report
                         .damaged
                         .push((format!("snapshots/{id}"), e.to_string())),
@@ -1320,9 +1321,10 @@ pub(crate) fn rebuild_index_locked(
     let mut report = SyncReport::default();
     {
         let repo = Repo::open_backend(backend, path, password, Mode::Write, &new)?;
-        // A pack or snapshot that could not be read for a passing reason (an I/O error,
-        // not damage) must not be left out of the new index: try again, and give up on
-        // the whole rebuild (keeping the old index) if it still cannot be read.
+        // A pack or snapshot that cannot be read for a passing reason (an I/O error, not
+        // damage) must not be left out of the new index: the sync (at the open, and this
+        // one, which also indexes packs a prune hid) gives up on the whole rebuild then,
+        // keeping the old index.
         report.damaged = repo.sync(true)?.damaged;
         report.packs_added = repo.index().packs()?.len() as u64;
         report.snapshots_added = repo.index().snapshots()?.len() as u64;
@@ -1372,6 +1374,9 @@ pub fn read_bounded(backend: &dyn Backend, name: &str, max: u64) -> Result<Vec<u
 /// Tries every key file; returns what it wraps and the key file's name.
 fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(keyfile::Unwrapped, String)> {
     let mut damaged = Vec::new();
+    // A key file that cannot be read just now (an I/O error, not damage) may be the one the
+    // password opens: the open then fails with that error, not as a wrong password.
+    let mut unreadable = None;
     let names = backend.list("keys")?;
     if names.is_empty() {
         return Err(Error::corrupt("keys/", "the repository has no key files"));
@@ -1379,8 +1384,12 @@ fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(keyfile::Unwrapped,
     for name in names {
         let bytes = match read_bounded(backend, &name, keyfile::MAX_KEY_FILE) {
             Ok(b) => b,
-            Err(e) => {
+            Err(e) if damage(&e) => {
                 damaged.push(e.to_string());
+                continue;
+            }
+            Err(e) => {
+                unreadable.get_or_insert(e);
                 continue;
             }
         };
@@ -1391,9 +1400,9 @@ fn unlock(backend: &dyn Backend, password: &[u8]) -> Result<(keyfile::Unwrapped,
         }
     }
     if !damaged.is_empty() {
-        eprintln!("warning: unreadable key files: {}", damaged.join("; "));
+        eprintln!("warning: damaged key files: {}", damaged.join("; "));
     }
-    Err(Error::WrongPassword)
+    Err(unreadable.unwrap_or(Error::WrongPassword))
 }
 
 /// Key management.
