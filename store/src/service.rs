@@ -59,8 +59,11 @@ pub enum Pick {
 #[derive(Debug)]
 pub enum LoadOutcome {
     /// There was no state for the revision; nothing was changed (the revision was recorded
-    /// as active).
-    NoState,
+    /// as active). A transition still saved the current state first, in `saved`.
+    NoState {
+        /// The snapshot of the state as it was (a transition's; a load saves nothing then).
+        saved: Option<SnapshotId>,
+    },
     /// The state of `loaded` was put in place; the previous state is in `saved`.
     Loaded {
         /// The snapshot loaded.
@@ -220,7 +223,11 @@ pub fn load(
     let _lock = service_lock(repo, svc, "state load", opts)?;
     recover_interrupted(repo, svc, report)?;
     let active = active_revision(repo, &svc.name)?;
-    let Some((id, snap)) = resolve(repo, &svc.name, pick)? else {
+    let found = resolve(repo, &svc.name, pick)?;
+    if let Pick::Revision { revision, back: 0 } = pick {
+        warn_if_newest_gone(repo, svc, revision, found.as_ref(), report)?;
+    }
+    let Some((id, snap)) = found else {
         let Pick::Revision { revision, .. } = pick else {
             return Err(Error::NotFound(format!(
                 "no snapshot of {} at that time",
@@ -239,7 +246,7 @@ pub fn load(
             "recorded {revision} as the active revision of {}",
             svc.name
         ));
-        return Ok(LoadOutcome::NoState);
+        return Ok(LoadOutcome::NoState { saved: None });
     };
     let label = active.clone().unwrap_or_else(|| UNRECORDED.into());
     report.step(&format!(
@@ -293,6 +300,7 @@ pub fn transition(
             back: 0,
         },
     )?;
+    warn_if_newest_gone(repo, svc, to, target.as_ref(), report)?;
     let saved = take_dump(repo, svc, &label, &["transition"], report)?;
     let Some((id, snap)) = target else {
         report.step(&format!(
@@ -305,7 +313,9 @@ pub fn transition(
         ev.saved = Some(saved.id);
         events::record(repo, &ev)?;
         report.step(&format!("{} is now at {to}", svc.name));
-        return Ok(LoadOutcome::NoState);
+        return Ok(LoadOutcome::NoState {
+            saved: Some(saved.id),
+        });
     };
     finish_load(
         repo,
@@ -322,6 +332,60 @@ pub fn transition(
         revision: to.to_string(),
         saved: saved.id,
     })
+}
+
+/// Says plainly when the journal names a state of `revision` newer than the one about to be
+/// loaded (or than none) that is no longer in the repository: it was forgotten, or `repair
+/// snapshots` set it aside as damaged. The load goes on with what is there, which is older
+/// than what the operator last saved for that revision.
+fn warn_if_newest_gone(
+    repo: &Repo,
+    svc: &Service,
+    revision: &str,
+    found: Option<&(SnapshotId, Snapshot)>,
+    report: &dyn Report,
+) -> Result<()> {
+    let evs = events::list(repo, Some(&svc.name))?;
+    // The newest snapshot the journal says holds this revision's state: a dump of it, or the
+    // state saved when leaving it.
+    let newest = evs
+        .iter()
+        .rev()
+        .filter(|e| e.ok())
+        .find_map(|e| match e.kind {
+            Kind::Dump if e.to.as_deref() == Some(revision) => e.snapshot.map(|s| (s, e.time_ns)),
+            // (A recovery from an interrupted load names the state it put back as both.)
+            Kind::Load | Kind::Transition
+                if e.from.as_deref() == Some(revision) && e.saved != e.snapshot =>
+            {
+                e.saved.map(|s| (s, e.time_ns))
+            }
+            _ => None,
+        });
+    let Some((gone, when)) = newest else {
+        return Ok(());
+    };
+    if found.is_some_and(|(id, s)| *id == gone || s.time_ns >= when) {
+        return Ok(());
+    }
+    if repo.index().has_snapshot(&gone)? {
+        return Ok(());
+    }
+    let what = match found {
+        Some((id, _)) => format!("the older snapshot {} is loaded instead", id.short()),
+        None => "no state of it is left, so none is loaded".to_string(),
+    };
+    archiver::Progress::warn(
+        report,
+        &format!(
+            "the newest state saved for {}@{revision} (snapshot {}) is no longer in the \
+             repository: it was forgotten, or `repair snapshots` set it aside as damaged \
+             (see damaged/snapshots/); {what}",
+            svc.name,
+            gone.short()
+        ),
+    );
+    Ok(())
 }
 
 /// Records an event that ends a load, trying three times: a failed write leaves the load's

@@ -241,6 +241,52 @@ fn open(root: &Path, backend: Arc<dyn Backend>) -> Result<Repo> {
     Repo::open_backend(backend, root, PASSWORD, Mode::Write, &root.join("index"))
 }
 
+/// What a failed assertion about state needs to be understood: the sequence's operations,
+/// the service's snapshots (files and index) and its journal.
+fn picture(root: &Path, model: &Model) -> String {
+    let repo = match Repo::open_backend(
+        Arc::new(LocalBackend::new(root)),
+        root,
+        PASSWORD,
+        Mode::Read,
+        &root.join("index"),
+    ) {
+        Ok(r) => r,
+        Err(e) => return format!("(cannot open: {e})"),
+    };
+    let mut out = format!("operations so far: {:?}\nsnapshots (files):\n", model.trace);
+    for (id, s) in repo.snapshots().unwrap_or_default() {
+        if s.service.as_deref() != Some("svc") {
+            continue;
+        }
+        let rev = s.revision.clone().unwrap_or_default();
+        let indexed = repo
+            .index()
+            .by_label(&repo.label_hash("svc", &rev))
+            .map(|v| v.contains(&id));
+        out += &format!(
+            "  {} {rev} t={} tags={:?} in label index: {indexed:?}\n",
+            id.short(),
+            s.time_ns,
+            s.tags
+        );
+    }
+    out += "events:\n";
+    for e in cairn_store::events::list(&repo, Some("svc")).unwrap_or_default() {
+        out += &format!(
+            "  t={} {:?} {:?} -> {:?} snapshot {:?} saved {:?}: {}\n",
+            e.time_ns,
+            e.kind,
+            e.from,
+            e.to,
+            e.snapshot.map(|i| i.short()),
+            e.saved.map(|i| i.short()),
+            e.outcome
+        );
+    }
+    out
+}
+
 fn clean(root: &Path) -> Repo {
     open(root, Arc::new(LocalBackend::new(root))).unwrap_or_else(|e| panic!("reopen: {e}"))
 }
@@ -622,10 +668,11 @@ fn one_op(
                 ),
             );
             match &r {
-                Ok(LoadOutcome::Loaded { saved, .. }) => {
+                Ok(LoadOutcome::Loaded { saved, loaded, .. }) => {
                     assert!(
                         target.contains(&Some(now)),
-                        "transition to {to}: live is {now}, want one of {target:?}"
+                        "transition to {to}: live is {now}, want one of {target:?}; loaded {loaded:?}\n{}",
+                        picture(root, model)
                     );
                     model.newest.insert(from.clone(), [Some(before)].into());
                     model.tainted.remove(&from);
@@ -640,10 +687,11 @@ fn one_op(
                         },
                     );
                 }
-                Ok(LoadOutcome::NoState) => {
+                Ok(LoadOutcome::NoState { saved }) => {
                     assert!(
                         target.contains(&None),
-                        "transition to {to} found no state; want one of {target:?}"
+                        "transition to {to} found no state; want one of {target:?}\n{}",
+                        picture(root, model)
                     );
                     assert_eq!(
                         now, before,
@@ -651,6 +699,20 @@ fn one_op(
                     );
                     model.newest.insert(from.clone(), [Some(before)].into());
                     model.tainted.remove(&from);
+                    // The state saved on the way is promised like any other: if a later
+                    // repair sets it aside, its revision is tainted (no longer loadable
+                    // as it was), which the model must know.
+                    let saved = saved.expect("a transition saves the current state");
+                    model.snaps.insert(
+                        saved,
+                        Promise {
+                            files: state_files(before),
+                            time_ns: clean(root).load_snapshot(&saved).unwrap().time_ns,
+                            state: Some(from.clone()),
+                            may_lose: false,
+                            verified: false,
+                        },
+                    );
                 }
                 Err(_) => {
                     // Failed: the state from before, or (the journal write failed after the
@@ -789,5 +851,99 @@ fn a_thousand_fault_sequences_lose_no_byte() {
     assert!(
         faults > sequences / 2,
         "too few faults were injected to mean anything: {faults}"
+    );
+}
+
+/// Fails every read of a file whose name starts with `prefix`, as a passing I/O error.
+struct Unreadable {
+    inner: LocalBackend,
+    prefix: &'static str,
+}
+
+impl Backend for Unreadable {
+    fn read(&self, name: &str) -> Result<Vec<u8>> {
+        if name.starts_with(self.prefix) {
+            return Err(Faulty::err(name));
+        }
+        self.inner.read(name)
+    }
+    fn read_at(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
+        if name.starts_with(self.prefix) {
+            return Err(Faulty::err(name));
+        }
+        self.inner.read_at(name, offset, len)
+    }
+    fn size(&self, name: &str) -> Result<u64> {
+        self.inner.size(name)
+    }
+    fn write(&self, name: &str, data: &[u8]) -> Result<()> {
+        self.inner.write(name, data)
+    }
+    fn list(&self, dir: &str) -> Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+    fn remove(&self, name: &str) -> Result<()> {
+        self.inner.remove(name)
+    }
+    fn exists(&self, name: &str) -> Result<bool> {
+        self.inner.exists(name)
+    }
+}
+
+/// A snapshot file the index lacks, unreadable just now, fails the open: were it skipped, a
+/// state load would pick an older snapshot of its revision. A key file unreadable just now
+/// fails the open with that error, not as a wrong password.
+#[test]
+fn files_unreadable_just_now_fail_the_open_instead_of_being_skipped() {
+    let d = tempfile::tempdir().unwrap();
+    let root = d.path().join("repo");
+    repo::init_with(
+        &root,
+        PASSWORD,
+        Config::new(KdfParams {
+            m_kib: 8,
+            t: 1,
+            p: 1,
+        }),
+    )
+    .unwrap();
+    let src = d.path().join("src");
+    write_tree(&src, 1);
+    let r = archiver::backup(
+        &clean(&root),
+        BackupOptions {
+            items: vec![Item::path(&src).unwrap()],
+            service: Some("svc".into()),
+            revision: Some("r1".into()),
+            tags: vec![],
+            parent: None,
+            reread: false,
+        },
+        &Quiet,
+    )
+    .unwrap();
+    // The index is a cache: without it, the next open indexes the snapshot file again.
+    std::fs::remove_dir_all(root.join("index")).unwrap();
+    let backend = |prefix| -> Arc<dyn Backend> {
+        Arc::new(Unreadable {
+            inner: LocalBackend::new(&root),
+            prefix,
+        })
+    };
+    let e = open(&root, backend("snapshots/")).err().expect("the open fails");
+    assert!(
+        e.to_string().contains("injected fault"),
+        "the error names the read: {e}"
+    );
+    let e = open(&root, backend("keys/")).err().expect("the open fails");
+    assert!(
+        !matches!(e, Error::WrongPassword) && e.to_string().contains("injected fault"),
+        "a key file that cannot be read is not a wrong password: {e}"
+    );
+    // Readable again: the snapshot is indexed under its label.
+    let repo = clean(&root);
+    assert_eq!(
+        repo.index().by_label(&repo.label_hash("svc", "r1")).unwrap(),
+        vec![r.id]
     );
 }

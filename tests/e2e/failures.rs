@@ -379,3 +379,52 @@ fn a_stale_lock_from_a_killed_process_is_cleared_without_an_operator() {
         "the stale lock was not cleared"
     );
 }
+
+#[test]
+fn a_transition_says_when_the_newest_state_of_its_target_is_gone() {
+    let f = Fixture::new();
+    let live = f.path("live");
+    fs::create_dir_all(&live).unwrap();
+    let config = f.path("cairn.toml");
+    fs::write(
+        &config,
+        format!(
+            "[service.app]\n[[service.app.state]]\nname = \"live\"\npath = \"{}\"\n",
+            live.display()
+        ),
+    )
+    .unwrap();
+    let state = |args: &[&str]| {
+        let mut all = vec!["state"];
+        all.extend_from_slice(args);
+        f.cmd(&all).env("CAIRN_CONFIG", &config).output().unwrap()
+    };
+    // r1's state twice (the second one newest), then on to r2.
+    fs::write(live.join("data"), "r1, first").unwrap();
+    assert_ok(&state(&["dump", "app", "--revision", "r1"]));
+    fs::write(live.join("data"), "r1, second").unwrap();
+    assert_ok(&state(&["transition", "app", "--from", "r1", "--to", "r2"]));
+    fs::write(live.join("data"), "r2").unwrap();
+    // The newest state of r1 is lost (here forgotten; a repair that sets a damaged snapshot
+    // aside does the same).
+    let out = f.run(&["forget", "app@r1"]);
+    assert_ok(&out);
+    let out = state(&["transition", "app", "--to", "r1"]);
+    assert_ok(&out);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(
+        said.contains("the newest state saved for app@r1") && said.contains("older snapshot"),
+        "{said}"
+    );
+    assert_eq!(fs::read_to_string(live.join("data")).unwrap(), "r1, first");
+    // The same once nothing of r1 is left: the current state stays, and the tool says why.
+    assert_ok(&state(&["transition", "app", "--to", "r2"]));
+    let out = f.run(&["forget", "app@r1"]);
+    assert_ok(&out);
+    let out = f.run(&["forget", "app@r1"]);
+    assert_ok(&out);
+    let out = state(&["transition", "app", "--to", "r1"]);
+    assert_ok(&out);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(said.contains("no state of it is left"), "{said}");
+}
