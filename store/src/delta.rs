@@ -572,32 +572,50 @@ impl Composed {
 
     /// Appends its bytes `from .. from + len` (which must lie inside it) to `out`.
     pub fn slice_into(&self, from: u64, len: u64, out: &mut Composed) {
-        debug_assert!(from + len <= self.len);
-        let end = from + len;
-        let mut k = self
-            .starts
-            .partition_point(|s| *s <= from)
-            .saturating_sub(1);
-        while k < self.segs.len() && self.starts[k] < end {
-            let (s, seg) = (self.starts[k], &self.segs[k]);
-            let lo = from.max(s) - s;
-            let hi = end.min(s + seg.len as u64) - s;
-            let src = match &seg.src {
-                Src::Bytes(b, o) => Src::Bytes(b.clone(), o + lo as usize),
-                Src::Chunk(c, o) => Src::Chunk(*c, o + lo as u32),
+        for (src, at, n) in self.range(from, len) {
+            let src = match src {
+                Src::Bytes(b, _) => Src::Bytes(b.clone(), at),
+                Src::Chunk(c, _) => Src::Chunk(*c, at as u32),
             };
-            out.push(Seg {
-                len: (hi - lo) as u32,
-                src,
-            });
-            k += 1;
+            out.push(Seg { len: n, src });
         }
     }
 
+    /// Its bytes `from .. from + len` (which must lie inside it), in place: each stretch as
+    /// its source, the offset in that source, and the length.
+    pub fn range(&self, from: u64, len: u64) -> impl Iterator<Item = (&Src, usize, u32)> + '_ {
+        debug_assert!(from + len <= self.len);
+        let end = from + len;
+        let k = self
+            .starts
+            .partition_point(|s| *s <= from)
+            .saturating_sub(1);
+        self.starts[k..]
+            .iter()
+            .zip(&self.segs[k..])
+            .take_while(move |(s, _)| **s < end)
+            .map(move |(&s, seg)| {
+                let lo = from.max(s) - s;
+                let hi = end.min(s + seg.len as u64) - s;
+                let at = match &seg.src {
+                    Src::Bytes(_, o) => o + lo as usize,
+                    Src::Chunk(_, o) => *o as usize + lo as usize,
+                };
+                (&seg.src, at, (hi - lo) as u32)
+            })
+    }
+
     /// The run `edits` make of `prefix`.
-    pub fn apply(edits: &Edits, prefix: &Composed) -> Composed {
-        let lits = std::sync::Arc::new(edits.literals.clone());
-        let mut out = Composed::default();
+    pub fn apply(edits: Edits, prefix: &Prefix) -> Composed {
+        let lits = std::sync::Arc::new(edits.literals);
+        // Each edit is a literal and a copy, the copy one stretch or more: sized for two
+        // each, so the lists are seldom grown (and copied) while composing.
+        let cap = edits.edits.len() * 2 + 1;
+        let mut out = Composed {
+            starts: Vec::with_capacity(cap),
+            segs: Vec::with_capacity(cap),
+            len: 0,
+        };
         let mut l = 0usize;
         for e in &edits.edits {
             out.push(Seg {
@@ -605,9 +623,78 @@ impl Composed {
                 src: Src::Bytes(lits.clone(), l),
             });
             l += e.lit as usize;
-            prefix.slice_into(e.from as u64, e.len as u64, &mut out);
+            prefix.copy_into(e.from as u64, e.len as u64, &mut out);
         }
         out
+    }
+}
+
+/// A run's prefix as it is read when composing: stretches of plain chunks and of runs
+/// composed below, read in place (the prefix itself is never put together).
+#[derive(Debug, Default)]
+pub struct Prefix<'a> {
+    starts: Vec<u64>,
+    parts: Vec<Part<'a>>,
+    len: u64,
+}
+
+/// A stretch of a [`Prefix`].
+#[derive(Debug)]
+pub enum Part<'a> {
+    /// Bytes `offset .. offset + len` of a chunk stored on its own.
+    Chunk(BlobId, u32, u32),
+    /// Bytes `offset .. offset + len` of a run composed below.
+    Lower(&'a Composed, u64, u64),
+}
+
+impl<'a> Prefix<'a> {
+    /// Appends a stretch.
+    pub fn push(&mut self, part: Part<'a>) {
+        let len = match &part {
+            Part::Chunk(_, _, n) => *n as u64,
+            Part::Lower(_, _, n) => *n,
+        };
+        self.starts.push(self.len);
+        self.len += len;
+        self.parts.push(part);
+    }
+
+    /// Its length.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends its bytes `from .. from + len` (which must lie inside it) to `out`.
+    fn copy_into(&self, from: u64, len: u64, out: &mut Composed) {
+        debug_assert!(from + len <= self.len);
+        let end = from + len;
+        let mut k = self
+            .starts
+            .partition_point(|s| *s <= from)
+            .saturating_sub(1);
+        while k < self.parts.len() && self.starts[k] < end {
+            let s = self.starts[k];
+            let lo = from.max(s) - s;
+            match &self.parts[k] {
+                Part::Chunk(c, o, n) => {
+                    let hi = end.min(s + *n as u64) - s;
+                    out.push(Seg {
+                        len: (hi - lo) as u32,
+                        src: Src::Chunk(*c, o + lo as u32),
+                    });
+                }
+                Part::Lower(c, o, n) => {
+                    let hi = end.min(s + n) - s;
+                    c.slice_into(o + lo, hi - lo, out);
+                }
+            }
+            k += 1;
+        }
     }
 }
 
@@ -861,15 +948,17 @@ mod tests {
                 src: Src::Bytes(std::sync::Arc::new(p.to_vec()), 0),
             });
         }
-        let c1 = Composed::apply(&e1, &p0);
+        let mut pp0 = Prefix::default();
+        pp0.push(Part::Lower(&p0, 0, p0.len()));
+        let c1 = Composed::apply(e1.clone(), &pp0);
         assert_eq!(c1.len(), v1.len() as u64);
         assert_eq!(materialise(&c1), e1.apply(&pieces0, v1.len() as u64));
         assert_eq!(materialise(&c1), v1);
         // The next level reads its prefix out of the composed one, in slices.
-        let mut p1 = Composed::default();
-        c1.slice_into(0, 123_457, &mut p1);
-        c1.slice_into(123_457, v1.len() as u64 - 123_457, &mut p1);
-        let c2 = Composed::apply(&e2, &p1);
+        let mut p1 = Prefix::default();
+        p1.push(Part::Lower(&c1, 0, 123_457));
+        p1.push(Part::Lower(&c1, 123_457, v1.len() as u64 - 123_457));
+        let c2 = Composed::apply(e2.clone(), &p1);
         assert_eq!(materialise(&c2), v2);
         // Only edits add stretches: far fewer than bytes.
         assert!(c2.segs().len() < 40, "{} stretches", c2.segs().len());

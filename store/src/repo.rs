@@ -423,7 +423,7 @@ impl Repo {
         use rayon::prelude::*;
         // A chunk in a run is put together from the plain chunks and literals its run
         // composes to: those chunks are read on every core, each once.
-        let plans: Vec<Option<Result<crate::delta::Composed>>> = sources
+        let plans: Vec<Option<Result<Arc<ComposedRun>>>> = sources
             .iter()
             .map(|s| match s {
                 Ok(Source::Member(run, off, len)) => Some(self.plan(run, *off, *len, depth)),
@@ -443,9 +443,12 @@ impl Repo {
                 need.push(*id);
             }
         }
-        for plan in plans.iter().flatten().flatten() {
-            for seg in plan.segs() {
-                if let crate::delta::Src::Chunk(c, _) = &seg.src
+        for (source, plan) in sources.iter().zip(&plans) {
+            let (Ok(Source::Member(_, off, len)), Some(Ok(plan))) = (source, plan) else {
+                continue;
+            };
+            for (src, _, _) in plan.run.range(*off as u64, *len as u64) {
+                if let crate::delta::Src::Chunk(c, _) = src
                     && seen.insert(*c)
                 {
                     need.push(*c);
@@ -491,15 +494,19 @@ impl Repo {
                     }
                     Ok(Bytes::whole(data))
                 }
-                Source::Member(run, _, len) => {
+                Source::Member(run, off, len) => {
                     let plan = plan.expect("planned")?;
                     let mut out = Vec::with_capacity(len as usize);
-                    for seg in plan.segs() {
-                        let (buf, at) = match &seg.src {
-                            crate::delta::Src::Bytes(b, o) => (b.clone(), *o),
-                            crate::delta::Src::Chunk(c, o) => (get(c)?, *o as usize),
+                    for (src, at, n) in plan.run.range(off as u64, len as u64) {
+                        let chunk;
+                        let buf: &[u8] = match src {
+                            crate::delta::Src::Bytes(b, _) => b,
+                            crate::delta::Src::Chunk(c, _) => {
+                                chunk = get(c)?;
+                                &chunk
+                            }
                         };
-                        let bytes = buf.get(at..at + seg.len as usize).ok_or_else(|| {
+                        let bytes = buf.get(at..at + n as usize).ok_or_else(|| {
                             Error::corrupt(
                                 format!("delta run {}", run.short()),
                                 "a base is shorter than the run says",
@@ -546,19 +553,17 @@ impl Repo {
         }
     }
 
-    /// Where the bytes of chunk `off .. off + len` of `run` are: stretches of plain chunks
-    /// and literals.
-    fn plan(&self, run: &BlobId, off: u32, len: u32, depth: u8) -> Result<crate::delta::Composed> {
-        let c = &self.compose(run, depth)?.run;
-        if off as u64 + len as u64 > c.len() {
+    /// The composed run that chunk `off .. off + len` of `run` is read from (its stretches
+    /// of plain chunks and literals), checked to hold it.
+    fn plan(&self, run: &BlobId, off: u32, len: u32, depth: u8) -> Result<Arc<ComposedRun>> {
+        let c = self.compose(run, depth)?;
+        if off as u64 + len as u64 > c.run.len() {
             return Err(Error::corrupt(
                 format!("delta run {}", run.short()),
                 "a chunk lies outside it",
             ));
         }
-        let mut plan = crate::delta::Composed::default();
-        c.slice_into(off as u64, len as u64, &mut plan);
-        Ok(plan)
+        Ok(c)
     }
 
     /// A chunk stored on its own, decompressed but not re-hashed (it is a base: what is made
@@ -612,7 +617,14 @@ impl Repo {
         let c = match crate::delta::edits(body, &h, &what)? {
             None => whole(self)?,
             Some(edits) => {
-                let mut prefix = Composed::default();
+                use crate::delta::{Part, Prefix};
+                // Where each stretch of the prefix is: a plain chunk, or a run below
+                // (its index in `below_runs`) from an offset.
+                enum At {
+                    Chunk(BlobId, u32, u32),
+                    Lower(usize, u64, u64),
+                }
+                let mut at: Vec<At> = Vec::with_capacity(h.bases.len());
                 // Consecutive bases are mostly consecutive members of one run below: its
                 // member list answers before the index is asked.
                 let mut below_runs: Vec<(BlobId, Arc<ComposedRun>)> = Vec::new();
@@ -644,28 +656,36 @@ impl Repo {
                                 locs.clear();
                             }
                             locs.insert(base, loc);
-                            prefix.push(Seg {
-                                len: range.len() as u32,
-                                src: Src::Chunk(base, range.start as u32),
-                            });
+                            at.push(At::Chunk(base, range.start as u32, range.len() as u32));
                         }
                         Source::Member(below, off, len) => {
                             let lower = self.compose(&below, h.depth - 1)?;
                             if len != base_len || off as u64 + len as u64 > lower.run.len() {
                                 return Err(short());
                             }
-                            if !below_runs.iter().any(|(r, _)| *r == below) {
-                                below_runs.push((below, lower.clone()));
-                            }
-                            lower.run.slice_into(
+                            let k = match below_runs.iter().position(|(r, _)| *r == below) {
+                                Some(k) => k,
+                                None => {
+                                    below_runs.push((below, lower));
+                                    below_runs.len() - 1
+                                }
+                            };
+                            at.push(At::Lower(
+                                k,
                                 off as u64 + range.start as u64,
                                 range.len() as u64,
-                                &mut prefix,
-                            );
+                            ));
                         }
                     }
                 }
-                let c = Composed::apply(&edits, &prefix);
+                let mut prefix = Prefix::default();
+                for a in at {
+                    prefix.push(match a {
+                        At::Chunk(c, o, n) => Part::Chunk(c, o, n),
+                        At::Lower(k, o, n) => Part::Lower(&below_runs[k].1.run, o, n),
+                    });
+                }
+                let c = Composed::apply(edits, &prefix);
                 if c.segs().len() > MAX_SEGS {
                     whole(self)?
                 } else {
