@@ -503,22 +503,25 @@ impl Edits {
     }
 }
 
-/// Where a stretch of a composed run comes from.
-#[derive(Clone, Debug)]
-pub enum Src {
-    /// A buffer (a run's literals, or a run decoded whole), from an offset.
-    Bytes(std::sync::Arc<Vec<u8>>, usize),
-    /// A chunk stored on its own, from an offset.
-    Chunk(BlobId, u32),
+/// Where a stretch of a composed run comes from, as [`Composed::range`] hands it out.
+#[derive(Clone, Copy, Debug)]
+pub enum Src<'a> {
+    /// A buffer (a run's literals, or a run decoded whole).
+    Bytes(&'a [u8]),
+    /// A chunk stored on its own.
+    Chunk(&'a BlobId),
 }
 
-/// A stretch of a composed run.
-#[derive(Clone, Debug)]
-pub struct Seg {
-    /// Its length.
-    pub len: u32,
-    /// Where its bytes are.
-    pub src: Src,
+/// Marks a source index as one of [`Composed`]'s buffers (else it is one of its chunks).
+const BUF: u32 = 1 << 31;
+
+/// A stretch of a composed run: `len` bytes of source `src` from offset `at`. Twelve bytes,
+/// so the stretch lists of dense edits stay small and cheap to copy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Seg {
+    len: u32,
+    src: u32,
+    at: u32,
 }
 
 /// A run as stretches of plain chunks and buffers: what a chain of runs composes to, so a
@@ -527,10 +530,26 @@ pub struct Seg {
 pub struct Composed {
     starts: Vec<u64>,
     segs: Vec<Seg>,
+    /// The chunks and buffers stretches name by index (a chunk may appear more than once).
+    chunks: Vec<BlobId>,
+    bufs: Vec<std::sync::Arc<Vec<u8>>>,
     len: u64,
 }
 
 impl Composed {
+    /// A run held whole in a buffer.
+    pub fn whole(buf: std::sync::Arc<Vec<u8>>) -> Composed {
+        let mut c = Composed::default();
+        let len = u32::try_from(buf.len()).expect("a run is under 4 GiB");
+        c.bufs.push(buf);
+        c.push(Seg {
+            len,
+            src: BUF,
+            at: 0,
+        });
+        c
+    }
+
     /// Its length.
     pub fn len(&self) -> u64 {
         self.len
@@ -541,55 +560,52 @@ impl Composed {
         self.len == 0
     }
 
-    /// Its stretches, in order.
-    pub fn segs(&self) -> &[Seg] {
-        &self.segs
+    /// How many stretches it has.
+    pub fn stretches(&self) -> usize {
+        self.segs.len()
     }
 
     /// Appends a stretch, merged with the last one when it continues it.
-    pub fn push(&mut self, seg: Seg) {
+    fn push(&mut self, seg: Seg) {
         if seg.len == 0 {
             return;
         }
-        if let Some(last) = self.segs.last_mut() {
-            let follows = match (&last.src, &seg.src) {
-                (Src::Chunk(a, ao), Src::Chunk(b, bo)) => a == b && ao + last.len == *bo,
-                (Src::Bytes(a, ao), Src::Bytes(b, bo)) => {
-                    std::sync::Arc::ptr_eq(a, b) && ao + last.len as usize == *bo
-                }
-                _ => false,
-            };
-            if follows && last.len.checked_add(seg.len).is_some() {
-                last.len += seg.len;
-                self.len += seg.len as u64;
-                return;
-            }
+        if let Some(last) = self.segs.last_mut()
+            && last.src == seg.src
+            && last.at.checked_add(last.len) == Some(seg.at)
+            && last.len.checked_add(seg.len).is_some()
+        {
+            last.len += seg.len;
+            self.len += seg.len as u64;
+            return;
         }
         self.starts.push(self.len);
         self.len += seg.len as u64;
         self.segs.push(seg);
     }
 
-    /// Appends its bytes `from .. from + len` (which must lie inside it) to `out`.
-    pub fn slice_into(&self, from: u64, len: u64, out: &mut Composed) {
-        for (src, at, n) in self.range(from, len) {
-            let src = match src {
-                Src::Bytes(b, _) => Src::Bytes(b.clone(), at),
-                Src::Chunk(c, _) => Src::Chunk(*c, at as u32),
-            };
-            out.push(Seg { len: n, src });
+    /// The source a stretch names.
+    fn src(&self, src: u32) -> Src<'_> {
+        if src & BUF != 0 {
+            Src::Bytes(&self.bufs[(src & !BUF) as usize])
+        } else {
+            Src::Chunk(&self.chunks[src as usize])
         }
+    }
+
+    /// The index of segment holding byte `from` (or the first one).
+    fn seg_at(&self, from: u64) -> usize {
+        self.starts
+            .partition_point(|s| *s <= from)
+            .saturating_sub(1)
     }
 
     /// Its bytes `from .. from + len` (which must lie inside it), in place: each stretch as
     /// its source, the offset in that source, and the length.
-    pub fn range(&self, from: u64, len: u64) -> impl Iterator<Item = (&Src, usize, u32)> + '_ {
+    pub fn range(&self, from: u64, len: u64) -> impl Iterator<Item = (Src<'_>, usize, u32)> + '_ {
         debug_assert!(from + len <= self.len);
         let end = from + len;
-        let k = self
-            .starts
-            .partition_point(|s| *s <= from)
-            .saturating_sub(1);
+        let k = self.seg_at(from);
         self.starts[k..]
             .iter()
             .zip(&self.segs[k..])
@@ -597,35 +613,76 @@ impl Composed {
             .map(move |(&s, seg)| {
                 let lo = from.max(s) - s;
                 let hi = end.min(s + seg.len as u64) - s;
-                let at = match &seg.src {
-                    Src::Bytes(_, o) => o + lo as usize,
-                    Src::Chunk(_, o) => *o as usize + lo as usize,
-                };
-                (&seg.src, at, (hi - lo) as u32)
+                (
+                    self.src(seg.src),
+                    seg.at as usize + lo as usize,
+                    (hi - lo) as u32,
+                )
             })
     }
 
     /// The run `edits` make of `prefix`.
     pub fn apply(edits: Edits, prefix: &Prefix) -> Composed {
-        let lits = std::sync::Arc::new(edits.literals);
         // Each edit is a literal and a copy, the copy one stretch or more: sized for two
         // each, so the lists are seldom grown (and copied) while composing.
         let cap = edits.edits.len() * 2 + 1;
         let mut out = Composed {
             starts: Vec::with_capacity(cap),
             segs: Vec::with_capacity(cap),
+            chunks: Vec::new(),
+            bufs: vec![std::sync::Arc::new(edits.literals)],
             len: 0,
         };
-        let mut l = 0usize;
+        // Sources of the runs below, renumbered into `out` when first used.
+        let mut remap: Vec<Vec<u32>> = prefix
+            .lowers
+            .iter()
+            .map(|c| vec![u32::MAX; c.chunks.len() + c.bufs.len()])
+            .collect();
+        let mut l = 0u32;
         for e in &edits.edits {
             out.push(Seg {
                 len: e.lit,
-                src: Src::Bytes(lits.clone(), l),
+                src: BUF,
+                at: l,
             });
-            l += e.lit as usize;
-            prefix.copy_into(e.from as u64, e.len as u64, &mut out);
+            l += e.lit;
+            prefix.copy_into(e.from as u64, e.len as u64, &mut out, &mut remap);
         }
         out
+    }
+
+    /// Appends its bytes `from .. from + len` (which must lie inside it) to `out`, its
+    /// sources renumbered through `remap` (index: chunks first, then buffers).
+    fn slice_into(&self, from: u64, len: u64, out: &mut Composed, remap: &mut [u32]) {
+        debug_assert!(from + len <= self.len);
+        let end = from + len;
+        let mut k = self.seg_at(from);
+        while k < self.segs.len() && self.starts[k] < end {
+            let (s, seg) = (self.starts[k], self.segs[k]);
+            let lo = from.max(s) - s;
+            let hi = end.min(s + seg.len as u64) - s;
+            let slot = if seg.src & BUF != 0 {
+                self.chunks.len() + (seg.src & !BUF) as usize
+            } else {
+                seg.src as usize
+            };
+            if remap[slot] == u32::MAX {
+                remap[slot] = if seg.src & BUF != 0 {
+                    out.bufs.push(self.bufs[(seg.src & !BUF) as usize].clone());
+                    (out.bufs.len() - 1) as u32 | BUF
+                } else {
+                    out.chunks.push(self.chunks[seg.src as usize]);
+                    (out.chunks.len() - 1) as u32
+                };
+            }
+            out.push(Seg {
+                len: (hi - lo) as u32,
+                src: remap[slot],
+                at: seg.at + lo as u32,
+            });
+            k += 1;
+        }
     }
 }
 
@@ -634,11 +691,12 @@ impl Composed {
 #[derive(Debug, Default)]
 pub struct Prefix<'a> {
     starts: Vec<u64>,
-    parts: Vec<Part<'a>>,
+    parts: Vec<Piece>,
+    lowers: Vec<&'a Composed>,
     len: u64,
 }
 
-/// A stretch of a [`Prefix`].
+/// A stretch of a [`Prefix`], as it is pushed.
 #[derive(Debug)]
 pub enum Part<'a> {
     /// Bytes `offset .. offset + len` of a chunk stored on its own.
@@ -647,16 +705,32 @@ pub enum Part<'a> {
     Lower(&'a Composed, u64, u64),
 }
 
+/// A stretch of a [`Prefix`], as it is kept: runs below by their index in `lowers`.
+#[derive(Debug)]
+enum Piece {
+    Chunk(BlobId, u32, u32),
+    Lower(usize, u64, u64),
+}
+
 impl<'a> Prefix<'a> {
     /// Appends a stretch.
     pub fn push(&mut self, part: Part<'a>) {
-        let len = match &part {
-            Part::Chunk(_, _, n) => *n as u64,
-            Part::Lower(_, _, n) => *n,
+        let (piece, len) = match part {
+            Part::Chunk(c, o, n) => (Piece::Chunk(c, o, n), n as u64),
+            Part::Lower(c, o, n) => {
+                let k = match self.lowers.iter().position(|l| std::ptr::eq(*l, c)) {
+                    Some(k) => k,
+                    None => {
+                        self.lowers.push(c);
+                        self.lowers.len() - 1
+                    }
+                };
+                (Piece::Lower(k, o, n), n)
+            }
         };
         self.starts.push(self.len);
         self.len += len;
-        self.parts.push(part);
+        self.parts.push(piece);
     }
 
     /// Its length.
@@ -670,7 +744,7 @@ impl<'a> Prefix<'a> {
     }
 
     /// Appends its bytes `from .. from + len` (which must lie inside it) to `out`.
-    fn copy_into(&self, from: u64, len: u64, out: &mut Composed) {
+    fn copy_into(&self, from: u64, len: u64, out: &mut Composed, remap: &mut [Vec<u32>]) {
         debug_assert!(from + len <= self.len);
         let end = from + len;
         let mut k = self
@@ -681,16 +755,30 @@ impl<'a> Prefix<'a> {
             let s = self.starts[k];
             let lo = from.max(s) - s;
             match &self.parts[k] {
-                Part::Chunk(c, o, n) => {
+                Piece::Chunk(c, o, n) => {
                     let hi = end.min(s + *n as u64) - s;
+                    // A plain chunk of the prefix: named once in `out` (a stretch that
+                    // continues the last one merges with it).
+                    let src = match out.segs.last() {
+                        Some(last)
+                            if last.src & BUF == 0 && out.chunks[last.src as usize] == *c =>
+                        {
+                            last.src
+                        }
+                        _ => {
+                            out.chunks.push(*c);
+                            (out.chunks.len() - 1) as u32
+                        }
+                    };
                     out.push(Seg {
                         len: (hi - lo) as u32,
-                        src: Src::Chunk(*c, o + lo as u32),
+                        src,
+                        at: o + lo as u32,
                     });
                 }
-                Part::Lower(c, o, n) => {
+                Piece::Lower(i, o, n) => {
                     let hi = end.min(s + n) - s;
-                    c.slice_into(o + lo, hi - lo, out);
+                    self.lowers[*i].slice_into(o + lo, hi - lo, out, &mut remap[*i]);
                 }
             }
             k += 1;
@@ -916,13 +1004,14 @@ mod tests {
     }
 
     /// The bytes of a composition made only of buffers.
-    fn materialise(c: &Composed) -> Vec<u8> {
+    fn materialise(c: &Composed, from: u64, len: u64, chunks: &[(BlobId, Vec<u8>)]) -> Vec<u8> {
         let mut out = Vec::new();
-        for seg in c.segs() {
-            match &seg.src {
-                Src::Bytes(b, o) => out.extend_from_slice(&b[*o..*o + seg.len as usize]),
-                Src::Chunk(..) => panic!("no chunks here"),
-            }
+        for (src, at, n) in c.range(from, len) {
+            let b: &[u8] = match src {
+                Src::Bytes(b) => b,
+                Src::Chunk(id) => &chunks.iter().find(|(c, _)| c == id).expect("known").1,
+            };
+            out.extend_from_slice(&b[at..at + n as usize]);
         }
         out
     }
@@ -941,30 +1030,31 @@ mod tests {
         let e2 = Edits::find(&v1, &v2, 0);
         let half = v0.len() / 2;
         let pieces0: Vec<Bytes> = vec![v0[..half].to_vec().into(), v0[half..].to_vec().into()];
-        let mut p0 = Composed::default();
-        for p in [&v0[..half], &v0[half..]] {
-            p0.push(Seg {
-                len: p.len() as u32,
-                src: Src::Bytes(std::sync::Arc::new(p.to_vec()), 0),
-            });
-        }
+        // The first half of the oldest version is a plain chunk, the second a buffer.
+        let chunk = BlobId([7; 32]);
+        let chunks = vec![(chunk, v0[..half].to_vec())];
+        let second = Composed::whole(std::sync::Arc::new(v0[half..].to_vec()));
         let mut pp0 = Prefix::default();
-        pp0.push(Part::Lower(&p0, 0, p0.len()));
+        pp0.push(Part::Chunk(chunk, 0, half as u32));
+        pp0.push(Part::Lower(&second, 0, second.len()));
         let c1 = Composed::apply(e1.clone(), &pp0);
         assert_eq!(c1.len(), v1.len() as u64);
-        assert_eq!(materialise(&c1), e1.apply(&pieces0, v1.len() as u64));
-        assert_eq!(materialise(&c1), v1);
-        // The next level reads its prefix out of the composed one, in slices.
+        let m1 = materialise(&c1, 0, c1.len(), &chunks);
+        assert_eq!(m1, e1.apply(&pieces0, v1.len() as u64));
+        assert_eq!(m1, v1);
+        // The next level reads its prefix out of the composed one, in slices (so its chunk
+        // and buffers are named anew in the level above).
         let mut p1 = Prefix::default();
         p1.push(Part::Lower(&c1, 0, 123_457));
         p1.push(Part::Lower(&c1, 123_457, v1.len() as u64 - 123_457));
         let c2 = Composed::apply(e2.clone(), &p1);
-        assert_eq!(materialise(&c2), v2);
+        assert_eq!(materialise(&c2, 0, c2.len(), &chunks), v2);
         // Only edits add stretches: far fewer than bytes.
-        assert!(c2.segs().len() < 40, "{} stretches", c2.segs().len());
-        let mut mid = Composed::default();
-        c2.slice_into(199_990, 400, &mut mid);
-        assert_eq!(materialise(&mid), v2[199_990..200_390]);
+        assert!(c2.stretches() < 40, "{} stretches", c2.stretches());
+        assert_eq!(
+            materialise(&c2, 199_990, 400, &chunks),
+            v2[199_990..200_390]
+        );
     }
 
     #[test]

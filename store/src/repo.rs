@@ -448,7 +448,7 @@ impl Repo {
                 continue;
             };
             for (src, _, _) in plan.run.range(*off as u64, *len as u64) {
-                if let crate::delta::Src::Chunk(c, _) = src
+                if let crate::delta::Src::Chunk(c) = src
                     && seen.insert(*c)
                 {
                     need.push(*c);
@@ -500,8 +500,8 @@ impl Repo {
                     for (src, at, n) in plan.run.range(off as u64, len as u64) {
                         let chunk;
                         let buf: &[u8] = match src {
-                            crate::delta::Src::Bytes(b, _) => b,
-                            crate::delta::Src::Chunk(c, _) => {
+                            crate::delta::Src::Bytes(b) => b,
+                            crate::delta::Src::Chunk(c) => {
                                 chunk = get(c)?;
                                 &chunk
                             }
@@ -598,22 +598,15 @@ impl Repo {
     /// headers and edit lists is read. A version 1 run, or one that would compose to too
     /// many stretches, is decoded whole instead.
     fn compose(&self, run: &BlobId, depth: u8) -> Result<Arc<ComposedRun>> {
-        use crate::delta::{Composed, Seg, Src};
+        use crate::delta::Composed;
         if let Some(c) = self.composed_cache(run) {
             return Ok(c);
         }
         let (enc, what) = self.read_encoded(run)?;
         let (h, body) = crate::delta::parse(&enc, &what)?;
         check_depth(run, &h, depth, &what)?;
-        let whole = |this: &Self| -> Result<Composed> {
-            let data = this.run_below(run, depth)?;
-            let mut c = Composed::default();
-            c.push(Seg {
-                len: data.len() as u32,
-                src: Src::Bytes(data, 0),
-            });
-            Ok(c)
-        };
+        let whole =
+            |this: &Self| -> Result<Composed> { Ok(Composed::whole(this.run_below(run, depth)?)) };
         let c = match crate::delta::edits(body, &h, &what)? {
             None => whole(self)?,
             Some(edits) => {
@@ -686,7 +679,7 @@ impl Repo {
                     });
                 }
                 let c = Composed::apply(edits, &prefix);
-                if c.segs().len() > MAX_SEGS {
+                if c.stretches() > MAX_SEGS {
                     whole(self)?
                 } else {
                     c
