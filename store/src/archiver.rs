@@ -305,7 +305,13 @@ struct Archiver<'r> {
     queued_runs: Vec<QueuedRun>,
     /// Their bytes and prefixes.
     queued_bytes: usize,
+    /// The runs queued before, being compressed on other threads while the stream is read
+    /// on: each run's id, header, length and stored form.
+    encoding: Option<std::thread::JoinHandle<Vec<EncodedRun>>>,
 }
+
+/// A run compressed: its id, header, length and stored form.
+type EncodedRun = (BlobId, crate::delta::RunHeader, u32, Result<Vec<u8>>);
 
 /// A run waiting to be encoded: its id, header, bytes, prefix, and where in the prefix it is
 /// expected to start.
@@ -321,8 +327,9 @@ type QueuedRun = (
 /// times and inode to be trusted.
 const RACY_NS: i64 = 2_000_000_000;
 
-/// Runs are compressed in parallel once this many bytes (runs and prefixes) wait.
-const QUEUED_RUN_BYTES: usize = 24 << 20;
+/// Runs are compressed in parallel once this many bytes (runs and prefixes) wait, while
+/// the next ones are read (so twice this may be held).
+const QUEUED_RUN_BYTES: usize = 16 << 20;
 
 /// Bytes of decoded parent chunks a delta backup keeps (a run's bases overlap the next
 /// run's by the slack).
@@ -352,6 +359,7 @@ impl<'r> Archiver<'r> {
             run_depths: HashMap::new(),
             queued_runs: Vec::new(),
             queued_bytes: 0,
+            encoding: None,
             reread: false,
             parent_started_ns: 0,
         })
@@ -859,6 +867,9 @@ impl<'r> Archiver<'r> {
         let (mut run_start, mut run_len) = (0u64, 0u64);
         let run_max = self.repo.config().delta.map_or(0, |d| d.run_max) as u64;
         let mut ended = false;
+        // A read error ends the stream, but what was read is still stored as usual: its
+        // chunks already count as stored for this backup.
+        let mut failed = None;
         while !ended {
             // Chunks are read a batch at a time and hashed on every core.
             let mut batch = Vec::new();
@@ -873,7 +884,11 @@ impl<'r> Archiver<'r> {
                         ended = true;
                         break;
                     }
-                    Err(e) => return Ok(Err(e)),
+                    Err(e) => {
+                        failed = Some(e);
+                        ended = true;
+                        break;
+                    }
                 }
             }
             let keys = self.repo.keys();
@@ -913,25 +928,46 @@ impl<'r> Archiver<'r> {
         let r = std::mem::take(&mut run);
         self.store_run(slot, r, run_start, anchor, parent, &starts, parent_len)?;
         self.encode_queued_runs()?;
+        self.add_encoded_runs()?;
+        if let Some(e) = failed {
+            return Ok(Err(e));
+        }
         self.summary.bytes += total;
         Ok(Ok((slot, total)))
     }
 
-    /// Compresses the queued runs in parallel and adds them to the pack, in order.
+    /// Starts compressing the queued runs (in parallel, on other threads) and adds the ones
+    /// queued before to the pack: reading the stream on goes on meanwhile.
     fn encode_queued_runs(&mut self) -> Result<()> {
+        self.add_encoded_runs()?;
         let runs = std::mem::take(&mut self.queued_runs);
         self.queued_bytes = 0;
         if runs.is_empty() {
             return Ok(());
         }
         let level = self.repo.config().delta.map_or(3, |d| d.level);
-        let encoded: Vec<Result<Vec<u8>>> = runs
-            .par_iter()
-            .map(|(_, h, bytes, prefix, hint)| crate::delta::encode(h, bytes, prefix, *hint, level))
-            .collect();
-        for ((run_id, h, bytes, _, _), enc) in runs.into_iter().zip(encoded) {
+        self.encoding = Some(std::thread::spawn(move || {
+            runs.into_par_iter()
+                .map(|(id, h, bytes, prefix, hint)| {
+                    let enc = crate::delta::encode(&h, &bytes, &prefix, hint, level);
+                    (id, h, bytes.len() as u32, enc)
+                })
+                .collect()
+        }));
+        Ok(())
+    }
+
+    /// Waits for the runs being compressed and adds them to the pack, in order.
+    fn add_encoded_runs(&mut self) -> Result<()> {
+        let Some(handle) = self.encoding.take() else {
+            return Ok(());
+        };
+        let encoded = handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        for (run_id, h, len, enc) in encoded {
             self.pending_members.push((run_id, h.members));
-            self.add_blob(run_id, BlobKind::DeltaRun, bytes.len() as u32, &enc?)?;
+            self.add_blob(run_id, BlobKind::DeltaRun, len, &enc?)?;
         }
         Ok(())
     }
