@@ -930,7 +930,9 @@ fn files_unreadable_just_now_fail_the_open_instead_of_being_skipped() {
             prefix,
         })
     };
-    let e = open(&root, backend("snapshots/")).err().expect("the open fails");
+    let e = open(&root, backend("snapshots/"))
+        .err()
+        .expect("the open fails");
     assert!(
         e.to_string().contains("injected fault"),
         "the error names the read: {e}"
@@ -943,7 +945,9 @@ fn files_unreadable_just_now_fail_the_open_instead_of_being_skipped() {
     // Readable again: the snapshot is indexed under its label.
     let repo = clean(&root);
     assert_eq!(
-        repo.index().by_label(&repo.label_hash("svc", "r1")).unwrap(),
+        repo.index()
+            .by_label(&repo.label_hash("svc", "r1"))
+            .unwrap(),
         vec![r.id]
     );
 }
