@@ -310,6 +310,9 @@ struct Archiver<'r> {
     encoding: Option<std::thread::JoinHandle<Vec<EncodedRun>>>,
 }
 
+/// A batch of a stream read ahead: chunk ids, chunks, and the read error that ended it.
+type ReadBatch = (Vec<BlobId>, Vec<Vec<u8>>, Option<std::io::Error>);
+
 /// A run compressed: its id, header, length and stored form.
 type EncodedRun = (BlobId, crate::delta::RunHeader, u32, Result<Vec<u8>>);
 
@@ -840,7 +843,7 @@ impl<'r> Archiver<'r> {
     /// else) already holds are referenced; consecutive new chunks are stored as delta runs
     /// against the stretch of the parent's version where they are predicted to be, from the
     /// last chunk both share (see `delta.rs`).
-    fn delta_data<R: Read>(
+    fn delta_data<R: Read + Send>(
         &mut self,
         reader: R,
         chunker: &Chunker,
@@ -859,72 +862,90 @@ impl<'r> Archiver<'r> {
             at += p.len as u64;
         }
         let parent_len = at;
-        let mut stream = chunker.stream(reader);
         let mut total = 0u64;
         // (offset in the new stream, offset in the parent) just after the last shared chunk.
         let mut anchor = (0u64, 0u64);
         let mut run: Vec<(BlobId, Vec<u8>)> = Vec::new();
         let (mut run_start, mut run_len) = (0u64, 0u64);
         let run_max = self.repo.config().delta.map_or(0, |d| d.run_max) as u64;
-        let mut ended = false;
         // A read error ends the stream, but what was read is still stored as usual: its
         // chunks already count as stored for this backup.
         let mut failed = None;
-        while !ended {
-            // Chunks are read a batch at a time and hashed on every core.
-            let mut batch = Vec::new();
-            let mut bytes = 0usize;
-            while bytes < BATCH_BYTES {
-                match stream.next_chunk() {
-                    Ok(Some(c)) => {
-                        bytes += c.len();
-                        batch.push(c);
+        let repo = self.repo;
+        std::thread::scope(|scope| -> Result<()> {
+            // The stream is read, cut and hashed a batch ahead on another thread (one batch
+            // waits at most), while this one predicts, reads the parent and queues runs.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<ReadBatch>(1);
+            scope.spawn(move || {
+                let mut stream = chunker.stream(reader);
+                loop {
+                    let mut batch = Vec::new();
+                    let mut bytes = 0usize;
+                    let mut end = None;
+                    while bytes < BATCH_BYTES {
+                        match stream.next_chunk() {
+                            Ok(Some(c)) => {
+                                bytes += c.len();
+                                batch.push(c);
+                            }
+                            Ok(None) => {
+                                end = Some(None);
+                                break;
+                            }
+                            Err(e) => {
+                                end = Some(Some(e));
+                                break;
+                            }
+                        }
                     }
-                    Ok(None) => {
-                        ended = true;
-                        break;
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        ended = true;
-                        break;
+                    let keys = repo.keys();
+                    let ids: Vec<BlobId> = batch.par_iter().map(|c| keys.chunk_id(c)).collect();
+                    let last = end.is_some();
+                    // A closed receiver means the backup failed: stop reading.
+                    if tx.send((ids, batch, end.flatten())).is_err() || last {
+                        return;
                     }
                 }
-            }
-            let keys = self.repo.keys();
-            let ids: Vec<BlobId> = batch.par_iter().map(|c| keys.chunk_id(c)).collect();
-            for (id, chunk) in ids.into_iter().zip(batch) {
-                let len = chunk.len() as u64;
-                self.progress.bytes(len);
-                if let Some(kind) = self.stored_as(&id)? {
-                    let r = std::mem::take(&mut run);
-                    run_len = 0;
-                    self.store_run(slot, r, run_start, anchor, parent, &starts, parent_len)?;
-                    self.contents[slot].push(Part {
-                        kind,
-                        id,
-                        len: len as u32,
-                    });
-                    if let Some(&i) = where_parent.get(&id) {
-                        anchor = (total + len, starts[i] + parent[i].len as u64);
-                    }
-                } else {
-                    if !run.is_empty() && run_len + len > run_max {
+            });
+            for (ids, batch, error) in rx {
+                for (id, chunk) in ids.into_iter().zip(batch) {
+                    let len = chunk.len() as u64;
+                    self.progress.bytes(len);
+                    if let Some(kind) = self.stored_as(&id)? {
                         let r = std::mem::take(&mut run);
                         run_len = 0;
                         self.store_run(slot, r, run_start, anchor, parent, &starts, parent_len)?;
+                        self.contents[slot].push(Part {
+                            kind,
+                            id,
+                            len: len as u32,
+                        });
+                        if let Some(&i) = where_parent.get(&id) {
+                            anchor = (total + len, starts[i] + parent[i].len as u64);
+                        }
+                    } else {
+                        if !run.is_empty() && run_len + len > run_max {
+                            let r = std::mem::take(&mut run);
+                            run_len = 0;
+                            self.store_run(
+                                slot, r, run_start, anchor, parent, &starts, parent_len,
+                            )?;
+                        }
+                        if run.is_empty() {
+                            run_start = total;
+                        }
+                        // A chunk met twice in the same run is stored once (the second is
+                        // known).
+                        self.session.insert(id);
+                        run_len += len;
+                        run.push((id, chunk));
                     }
-                    if run.is_empty() {
-                        run_start = total;
-                    }
-                    // A chunk met twice in the same run is stored once (the second is known).
-                    self.session.insert(id);
-                    run_len += len;
-                    run.push((id, chunk));
+                    total += len;
                 }
-                total += len;
+                failed = error;
             }
-        }
+            Ok(())
+        })?;
         let r = std::mem::take(&mut run);
         self.store_run(slot, r, run_start, anchor, parent, &starts, parent_len)?;
         self.encode_queued_runs()?;
