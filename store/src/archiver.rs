@@ -332,7 +332,7 @@ const RACY_NS: i64 = 2_000_000_000;
 
 /// Runs are compressed in parallel once this many bytes (runs and prefixes) wait, while
 /// the next ones are read (so twice this may be held).
-const QUEUED_RUN_BYTES: usize = 16 << 20;
+const QUEUED_RUN_BYTES: usize = 8 << 20;
 
 /// Bytes of decoded parent chunks a delta backup keeps (a run's bases overlap the next
 /// run's by the slack).
