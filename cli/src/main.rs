@@ -54,7 +54,8 @@ pub struct Cli {
     /// holds the password itself. Without either, cairn asks on the terminal.
     #[arg(long, env = "CAIRN_PASSWORD_FILE", global = true, value_name = "FILE")]
     password_file: Option<PathBuf>,
-    /// Service file for `cairn state` (default /etc/cairn/cairn.toml).
+    /// Service file for `cairn state` (default /etc/cairn/cairn.toml). Other commands take
+    /// its `repository` and `password_file` when --repo and CAIRN_REPO are not given.
     #[arg(long, env = "CAIRN_CONFIG", global = true, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Print only errors and warnings; no progress bars.
@@ -128,6 +129,12 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         password_file: cli.password_file,
         quiet: cli.quiet,
         config: cli.config,
+    };
+    // The state commands read the service file themselves (and need it); the others take
+    // its repository only when none is given otherwise.
+    let g = match &cli.command {
+        Command::State(_) | Command::Demo(_) => g,
+        _ => g.with_service_file()?,
     };
     match cli.command {
         Command::Init(a) => commands::init::run(&g, a),

@@ -428,3 +428,38 @@ fn a_transition_says_when_the_newest_state_of_its_target_is_gone() {
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
     assert!(said.contains("no state of it is left"), "{said}");
 }
+
+#[test]
+fn every_command_takes_the_repository_from_the_service_file() {
+    let f = Fixture::new();
+    let src = f.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), "hello").unwrap();
+    let id = f.backup(&[src.to_str().unwrap()]);
+    let config = f.path("cairn.toml");
+    fs::write(
+        &config,
+        format!("repository = \"{}\"\n", f.repo().display()),
+    )
+    .unwrap();
+    let without_repo = |args: &[&str]| {
+        let mut c = f.cmd(args);
+        c.env_remove("CAIRN_REPO").env("CAIRN_CONFIG", &config);
+        c.output().unwrap()
+    };
+    let out = without_repo(&["snapshots"]);
+    assert_ok(&out);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id[..8]));
+    // --repo still wins over the file.
+    let out = without_repo(&["--repo", f.path("nowhere").to_str().unwrap(), "snapshots"]);
+    assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));
+    // Neither: the error says all three ways.
+    let mut c = f.cmd(&["snapshots"]);
+    let out = c
+        .env_remove("CAIRN_REPO")
+        .env_remove("CAIRN_CONFIG")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("service file"), "{}", stderr(&out));
+}

@@ -34,9 +34,31 @@ pub struct Global {
 impl Global {
     /// The repository path, or a clear error.
     pub fn repo_path(&self) -> anyhow::Result<&Path> {
-        self.repo
-            .as_deref()
-            .ok_or_else(|| anyhow!("no repository given: pass -r/--repo DIR or set CAIRN_REPO"))
+        self.repo.as_deref().ok_or_else(|| {
+            anyhow!(
+                "no repository given: pass -r/--repo DIR, set CAIRN_REPO, or name it as \
+                 `repository` in the service file (--config)"
+            )
+        })
+    }
+
+    /// Takes the repository and password file from the service file for what the command
+    /// line and the environment leave open, so every command works on the repository the
+    /// state commands use. Only a service file named with --config or CAIRN_CONFIG is read
+    /// here (the state commands read the default one themselves).
+    pub fn with_service_file(mut self) -> anyhow::Result<Self> {
+        if self.repo.is_some() {
+            return Ok(self);
+        }
+        let Some(path) = &self.config else {
+            return Ok(self);
+        };
+        let file = cairn_store::servicefile::ServiceFile::load(path)?;
+        self.repo = file.repository.clone();
+        if self.password_file.is_none() {
+            self.password_file = file.password_file.clone();
+        }
+        Ok(self)
     }
 
     /// The password.
