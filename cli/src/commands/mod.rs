@@ -44,16 +44,20 @@ impl Global {
 
     /// Takes the repository and password file from the service file for what the command
     /// line and the environment leave open, so every command works on the repository the
-    /// state commands use. Only a service file named with --config or CAIRN_CONFIG is read
-    /// here (the state commands read the default one themselves).
+    /// state commands use: the one named with --config or CAIRN_CONFIG, else the default
+    /// one if it exists.
     pub fn with_service_file(mut self) -> anyhow::Result<Self> {
         if self.repo.is_some() {
             return Ok(self);
         }
-        let Some(path) = &self.config else {
-            return Ok(self);
+        let path = match &self.config {
+            Some(p) => p.clone(),
+            None => PathBuf::from(state::DEFAULT_CONFIG),
         };
-        let file = cairn_store::servicefile::ServiceFile::load(path)?;
+        if self.config.is_none() && !path.exists() {
+            return Ok(self);
+        }
+        let file = cairn_store::servicefile::ServiceFile::load(&path)?;
         self.repo = file.repository.clone();
         if self.password_file.is_none() {
             self.password_file = file.password_file.clone();

@@ -14,7 +14,7 @@ use clap::Subcommand;
 use super::Global;
 use crate::ui;
 
-const DEFAULT_CONFIG: &str = "/etc/cairn/cairn.toml";
+pub const DEFAULT_CONFIG: &str = "/etc/cairn/cairn.toml";
 
 #[derive(clap::Args)]
 #[command(
