@@ -22,7 +22,15 @@ fuzz_target!(|data: &[u8]| {
     }
     let step = data[0] as usize + 1;
     let keys = Keys::derive(&MasterKey::from_bytes([1; 32]));
-    let c = Chunker::new(keys.gear_table(), ChunkerParams { min: 64, avg: 256, max: 1024 }).unwrap();
+    let c = Chunker::new(
+        keys.gear_table(),
+        ChunkerParams {
+            min: 64,
+            avg: 256,
+            max: 1024,
+        },
+    )
+    .unwrap();
     let want = c.cut_slice(&data[1..]);
     let mut s = c.stream(Trickle(&data[1..], step));
     let mut got = Vec::new();

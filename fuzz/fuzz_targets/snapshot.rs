@@ -1,8 +1,8 @@
 //! Snapshot documents: the sealed file and the JSON inside never panic.
 #![no_main]
+use cairn_store::SnapshotId;
 use cairn_store::crypto::{Keys, MasterKey};
 use cairn_store::snapshot::Snapshot;
-use cairn_store::SnapshotId;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
