@@ -236,8 +236,14 @@ pub fn default_parent(repo: &Repo, opts: &BackupOptions) -> Result<Option<Snapsh
             Item::Stream(s) => format!("<{}>", s.name),
         })
         .collect();
-    let mut best: Option<(i64, SnapshotId)> = None;
-    for id in repo.snapshot_ids()? {
+    // Newest first, by the times the index holds (a write-mode open has just synced it with
+    // the files): usually the first snapshot file read is the parent, instead of every
+    // snapshot file of the repository being read for every backup.
+    let on_disk: HashSet<SnapshotId> = repo.snapshot_ids()?.into_iter().collect();
+    for (id, _) in repo.index().snapshots_newest_first()? {
+        if !on_disk.contains(&id) {
+            continue;
+        }
         // A snapshot file that cannot be read cannot be a parent; it is no reason to fail.
         let Ok(s) = repo.load_snapshot(&id) else {
             continue;
@@ -246,11 +252,11 @@ pub fn default_parent(repo: &Repo, opts: &BackupOptions) -> Result<Option<Snapsh
             Some(svc) => s.service.as_deref() == Some(svc),
             None => s.service.is_none() && s.paths == names,
         };
-        if same && best.is_none_or(|(t, _)| s.time_ns > t) {
-            best = Some((s.time_ns, id));
+        if same {
+            return Ok(Some(id));
         }
     }
-    Ok(best.map(|(_, id)| id))
+    Ok(None)
 }
 
 fn base_name(p: &Path) -> Result<Vec<u8>> {

@@ -466,6 +466,24 @@ impl Index {
         Ok(out)
     }
 
+    /// Every indexed snapshot id with its time (ns), newest first.
+    pub fn snapshots_newest_first(&self) -> Result<Vec<(SnapshotId, i64)>> {
+        let mut out = Vec::new();
+        let db = self.db();
+        for item in db.iterator(IteratorMode::From(b"s", Direction::Forward)) {
+            let (k, v) = item.map_err(ix)?;
+            if k.first() != Some(&b's') {
+                break;
+            }
+            if k.len() == 33 && v.len() == 24 {
+                let t = i64::from_le_bytes(v[16..].try_into().expect("8"));
+                out.push((SnapshotId(k[1..].try_into().expect("32")), t));
+            }
+        }
+        out.sort_by_key(|(id, t)| std::cmp::Reverse((*t, *id)));
+        Ok(out)
+    }
+
     /// Snapshots with a label hash, oldest first.
     pub fn by_label(&self, label: &[u8; 16]) -> Result<Vec<SnapshotId>> {
         let mut prefix = vec![b'l'];
