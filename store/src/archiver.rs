@@ -32,6 +32,10 @@ use crate::tree::{Entry, Node, PART_CHUNK, PART_IN_RUN, Part, Tree};
 
 const BATCH_BYTES: usize = 8 * 1024 * 1024;
 
+/// Bytes of a delta-coded stream read, cut and hashed ahead of the thread predicting runs
+/// (one such batch is being read while another waits).
+const READ_AHEAD_BYTES: usize = 4 << 20;
+
 pub use crate::command::CommandLine;
 
 /// Where a backup's stream comes from.
@@ -888,7 +892,7 @@ impl<'r> Archiver<'r> {
                     let mut batch = Vec::new();
                     let mut bytes = 0usize;
                     let mut end = None;
-                    while bytes < BATCH_BYTES {
+                    while bytes < READ_AHEAD_BYTES {
                         match stream.next_chunk() {
                             Ok(Some(c)) => {
                                 bytes += c.len();
