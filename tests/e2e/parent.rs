@@ -157,6 +157,8 @@ fn a_damaged_parent_snapshot_does_not_stop_the_next_backup() {
     let f = Fixture::new();
     let src = tree(&f, 3);
     let s = src.to_str().unwrap();
+    // Old enough files: with a readable parent, all three would be found unchanged.
+    settle();
     let first = backup_json(&f, &[s]);
     let id = first["id"].as_str().unwrap();
     let file = f.repo().join("snapshots").join(id);
@@ -167,5 +169,40 @@ fn a_damaged_parent_snapshot_does_not_stop_the_next_backup() {
     // The damaged snapshot cannot be the parent; the backup reads everything and succeeds.
     let next = backup_json(&f, &[s]);
     assert_eq!(unchanged(&next), 0, "{next}");
-    restore_and_compare(&f, next["id"].as_str().unwrap(), &src, "site");
+    let next_id = next["id"].as_str().unwrap();
+    assert_eq!(parent_of(&f, next_id), None, "no parent is named");
+    restore_and_compare(&f, next_id, &src, "site");
+    // The one after has a readable parent again, and reads nothing.
+    settle();
+    let third = backup_json(&f, &[s]);
+    assert_eq!(unchanged(&third), 3, "{third}");
+    assert_eq!(
+        parent_of(&f, third["id"].as_str().unwrap()).as_deref(),
+        Some(next_id)
+    );
+    // `snapshots` names the damaged file, lists the two others, and exits 3.
+    let out = f.run(&["snapshots"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("snapshot {} is not listed", &id[..8])),
+        "{}",
+        stderr(&out)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 snapshots"));
+}
+
+/// The parent a snapshot names, from `snapshots --json` (which lists the readable snapshots
+/// and exits 3 when one is damaged).
+fn parent_of(f: &Fixture, id: &str) -> Option<String> {
+    let out = f.run(&["snapshots", "--json"]);
+    assert!(matches!(out.status.code(), Some(0 | 3)), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let snap = v["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("{id} is listed"))
+        .clone();
+    snap["parent"].as_str().map(str::to_string)
 }
