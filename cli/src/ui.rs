@@ -20,6 +20,17 @@ pub fn chain(e: &anyhow::Error) -> String {
     out
 }
 
+/// Names each damaged snapshot file on stderr, and what was done without it.
+pub fn warn_damaged(damaged: &[(cairn_store::SnapshotId, cairn_store::Error)], left_out: &str) {
+    for (id, e) in damaged {
+        eprintln!(
+            "warning: snapshot {} is not {left_out}: {e} (`cairn check` reports it, \
+             `cairn repair snapshots` sets it aside)",
+            id.short()
+        );
+    }
+}
+
 /// Bytes as "12.3 MiB".
 pub fn size(n: u64) -> String {
     cairn_store::human_size(n)

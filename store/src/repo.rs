@@ -1127,6 +1127,22 @@ impl Repo {
         Ok(out)
     }
 
+    /// Every snapshot whose file reads, oldest first, and the damaged ones (id and why) set
+    /// apart: for listings, which name the damaged files and go on. A file that cannot be
+    /// read just now (not damaged) fails the call.
+    pub fn readable_snapshots(&self) -> Result<(Vec<(SnapshotId, Snapshot)>, Damaged)> {
+        let (mut good, mut bad) = (Vec::new(), Vec::new());
+        for id in self.snapshot_ids()? {
+            match self.load_snapshot(&id) {
+                Ok(s) => good.push((id, s)),
+                Err(e) if damage(&e) => bad.push((id, e)),
+                Err(e) => return Err(e),
+            }
+        }
+        good.sort_by_key(|(id, s)| (s.time_ns, *id));
+        Ok((good, bad))
+    }
+
     /// Resolves `latest`, `SERVICE@REV`, `SERVICE@REV~N` or an id prefix.
     pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         if spec == "latest" {
@@ -1351,6 +1367,9 @@ pub(crate) fn rebuild_index_locked(
     }
     Ok(report)
 }
+
+/// Snapshot files that are damaged, with why (see [`Repo::readable_snapshots`]).
+pub type Damaged = Vec<(SnapshotId, Error)>;
 
 /// Whether an error says a file is damaged (as opposed to unreadable just now).
 fn damage(e: &Error) -> bool {

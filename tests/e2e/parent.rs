@@ -189,6 +189,15 @@ fn a_damaged_parent_snapshot_does_not_stop_the_next_backup() {
         stderr(&out)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 snapshots"));
+    // So does `stats`, over the two it can read.
+    let out = f.run(&["stats"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("snapshot {} is not counted", &id[..8])),
+        "{}",
+        stderr(&out)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&next_id[..8]));
 }
 
 /// The parent a snapshot names, from `snapshots --json` (which lists the readable snapshots

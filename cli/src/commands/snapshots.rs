@@ -1,6 +1,5 @@
 //! `cairn snapshots`
 
-use cairn_store::Error;
 use cairn_store::repo::Mode;
 
 use super::Global;
@@ -20,31 +19,16 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     let repo = g.open(Mode::Read)?;
     // A damaged snapshot file is named and the others are listed (exit 3); a file that
     // cannot be read just now fails the command.
-    let mut snaps = Vec::new();
-    let mut damaged = 0;
-    for id in repo.snapshot_ids()? {
-        match repo.load_snapshot(&id) {
-            Ok(s) => {
-                if a.service.is_none() || s.service == a.service {
-                    snaps.push((id, s));
-                }
-            }
-            Err(e @ (Error::Corrupt { .. } | Error::NewerFormat { .. })) => {
-                damaged += 1;
-                eprintln!(
-                    "warning: snapshot {} is not listed: {e} (`cairn check` reports it, \
-                     `cairn repair snapshots` sets it aside)",
-                    id.short()
-                );
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    snaps.sort_by_key(|(id, s)| (s.time_ns, *id));
-    let code = if damaged > 0 {
-        crate::exit::PARTIAL
-    } else {
+    let (all, damaged) = repo.readable_snapshots()?;
+    crate::ui::warn_damaged(&damaged, "listed");
+    let snaps: Vec<_> = all
+        .into_iter()
+        .filter(|(_, s)| a.service.is_none() || s.service == a.service)
+        .collect();
+    let code = if damaged.is_empty() {
         crate::exit::OK
+    } else {
+        crate::exit::PARTIAL
     };
     if a.json {
         let list: Vec<_> = snaps

@@ -31,7 +31,17 @@ fn ratio(a: u64, b: u64) -> f64 {
 
 pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     let repo = g.open(Mode::Read)?;
-    let all = repo.snapshots()?;
+    // Damaged snapshot files are named and left out of the figures (exit 3).
+    let (all, damaged) = repo.readable_snapshots()?;
+    crate::ui::warn_damaged(
+        &damaged,
+        "counted (what deleting a snapshot frees may be less)",
+    );
+    let code = if damaged.is_empty() {
+        crate::exit::OK
+    } else {
+        crate::exit::PARTIAL
+    };
     let roots: Vec<_> = all.iter().map(|(id, s)| (*id, s.tree)).collect();
     let mut chosen = Vec::new();
     if !a.snapshots.is_empty() {
@@ -121,7 +131,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
             "services": services,
         });
         println!("{v}");
-        return Ok(crate::exit::OK);
+        return Ok(code);
     }
     println!(
         "repository: {} snapshots, {} packs ({}), {} blobs ({} data, {} trees, {} delta runs)",
@@ -208,5 +218,5 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
             );
         }
     }
-    Ok(crate::exit::OK)
+    Ok(code)
 }
