@@ -20,14 +20,23 @@ pub fn chain(e: &anyhow::Error) -> String {
     out
 }
 
-/// Names each damaged snapshot file on stderr, and what was done without it.
-pub fn warn_damaged(damaged: &[(cairn_store::SnapshotId, cairn_store::Error)], left_out: &str) {
+/// Names each damaged snapshot file on stderr, and what was done without it; returns the
+/// exit code (3 when any was damaged).
+pub fn warn_damaged(
+    damaged: &[(cairn_store::SnapshotId, cairn_store::Error)],
+    left_out: &str,
+) -> u8 {
     for (id, e) in damaged {
         eprintln!(
             "warning: snapshot {} is not {left_out}: {e} (`cairn check` reports it, \
              `cairn repair snapshots` sets it aside)",
             id.short()
         );
+    }
+    if damaged.is_empty() {
+        crate::exit::OK
+    } else {
+        crate::exit::PARTIAL
     }
 }
 

@@ -188,10 +188,9 @@ pub fn backup(repo: &Repo, opts: BackupOptions, progress: &dyn Progress) -> Resu
                     .collect();
                 let mut rel = vec![name.as_bytes().to_vec()];
                 // Reading everything also means not walking the parent's trees.
-                let was = match a.reread {
-                    true => None,
-                    false => a.parent_root.get(name.as_bytes()).cloned(),
-                };
+                let was = (!a.reread)
+                    .then(|| a.parent_root.get(name.as_bytes()).cloned())
+                    .flatten();
                 if let Some(e) = a.entry(&path, name.into_bytes(), &mut rel, was.as_ref())? {
                     root.push(e);
                 }
@@ -243,12 +242,9 @@ pub fn default_parent(repo: &Repo, opts: &BackupOptions) -> Result<Option<Snapsh
     // Newest first, by the times the index holds (a write-mode open has just synced it with
     // the files): usually the first snapshot file read is the parent, instead of every
     // snapshot file of the repository being read for every backup.
-    let on_disk: HashSet<SnapshotId> = repo.snapshot_ids()?.into_iter().collect();
     for (id, _) in repo.index().snapshots_newest_first()? {
-        if !on_disk.contains(&id) {
-            continue;
-        }
-        // A snapshot file that cannot be read cannot be a parent; it is no reason to fail.
+        // A snapshot file that cannot be read (or is gone) cannot be a parent; it is no
+        // reason to fail.
         let Ok(s) = repo.load_snapshot(&id) else {
             continue;
         };

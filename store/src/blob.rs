@@ -228,9 +228,7 @@ pub fn decode_into(plain: &[u8], id: &BlobId, out: &mut [u8], what: &str) -> Res
 pub fn decode(plain: &[u8], id: &BlobId, raw_len: u32, what: &str) -> Result<Vec<u8>> {
     let data = match split(plain, what)? {
         (RAW, body) => body.to_vec(),
-        (_, body) => DECOMPRESSOR
-            .with_borrow_mut(|d| d.decompress(body, raw_len as usize))
-            .map_err(|e| zstd_error(id, e, what))?,
+        (_, body) => decompress(body, raw_len as usize).map_err(|e| zstd_error(id, e, what))?,
     };
     check_len(id, data.len(), raw_len as usize, what)?;
     Ok(data)

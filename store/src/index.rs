@@ -450,36 +450,39 @@ impl Index {
         self.write(batch)
     }
 
+    /// Calls `f` with the key and value of every entry whose key starts with `prefix`.
+    fn scan(&self, prefix: &[u8], mut f: impl FnMut(&[u8], &[u8])) -> Result<()> {
+        let db = self.db();
+        for item in db.iterator(IteratorMode::From(prefix, Direction::Forward)) {
+            let (k, v) = item.map_err(ix)?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            f(&k, &v);
+        }
+        Ok(())
+    }
+
     /// Every indexed snapshot id.
     pub fn snapshots(&self) -> Result<Vec<SnapshotId>> {
         let mut out = Vec::new();
-        let db = self.db();
-        for item in db.iterator(IteratorMode::From(b"s", Direction::Forward)) {
-            let (k, _) = item.map_err(ix)?;
-            if k.first() != Some(&b's') {
-                break;
-            }
+        self.scan(b"s", |k, _| {
             if k.len() == 33 {
                 out.push(SnapshotId(k[1..].try_into().expect("32")));
             }
-        }
+        })?;
         Ok(out)
     }
 
     /// Every indexed snapshot id with its time (ns), newest first.
     pub fn snapshots_newest_first(&self) -> Result<Vec<(SnapshotId, i64)>> {
         let mut out = Vec::new();
-        let db = self.db();
-        for item in db.iterator(IteratorMode::From(b"s", Direction::Forward)) {
-            let (k, v) = item.map_err(ix)?;
-            if k.first() != Some(&b's') {
-                break;
-            }
+        self.scan(b"s", |k, v| {
             if k.len() == 33 && v.len() == 24 {
                 let t = i64::from_le_bytes(v[16..].try_into().expect("8"));
                 out.push((SnapshotId(k[1..].try_into().expect("32")), t));
             }
-        }
+        })?;
         out.sort_by_key(|(id, t)| std::cmp::Reverse((*t, *id)));
         Ok(out)
     }
@@ -489,16 +492,11 @@ impl Index {
         let mut prefix = vec![b'l'];
         prefix.extend_from_slice(label);
         let mut out = Vec::new();
-        let db = self.db();
-        for item in db.iterator(IteratorMode::From(&prefix, Direction::Forward)) {
-            let (k, _) = item.map_err(ix)?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
+        self.scan(&prefix, |k, _| {
             if k.len() == 1 + 16 + 8 + 32 {
                 out.push(SnapshotId(k[25..].try_into().expect("32")));
             }
-        }
+        })?;
         Ok(out)
     }
 

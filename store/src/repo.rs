@@ -1119,12 +1119,11 @@ impl Repo {
 
     /// Every snapshot, oldest first.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
-        let mut out = Vec::new();
-        for id in self.snapshot_ids()? {
-            out.push((id, self.load_snapshot(&id)?));
+        let (good, damaged) = self.readable_snapshots()?;
+        match damaged.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(good),
         }
-        out.sort_by_key(|(id, s)| (s.time_ns, *id));
-        Ok(out)
     }
 
     /// Every snapshot whose file reads, oldest first, and the damaged ones (id and why) set

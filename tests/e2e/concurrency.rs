@@ -211,20 +211,8 @@ fn backup_racing_a_state_transition_both_succeed_and_both_restore() {
     let f = Fixture::new();
     let sites = f.path("live/sites");
     site_r1(&sites);
-    let config = f.path("cairn.toml");
-    fs::write(
-        &config,
-        format!(
-            "[service.app]\n[[service.app.state]]\nname = \"sites\"\npath = \"{}\"\n",
-            sites.display()
-        ),
-    )
-    .unwrap();
-    let state = |args: &[&str]| {
-        let mut all = vec!["state"];
-        all.extend_from_slice(args);
-        f.cmd(&all).env("CAIRN_CONFIG", &config).output().unwrap()
-    };
+    let config = f.tree_service("sites", &sites);
+    let state = |args: &[&str]| f.state(&config, args);
     assert_ok(&state(&["dump", "app", "--revision", "r1"]));
     let r1 = describe(&sites);
     upgrade_site(&sites);

@@ -385,20 +385,8 @@ fn a_transition_says_when_the_newest_state_of_its_target_is_gone() {
     let f = Fixture::new();
     let live = f.path("live");
     fs::create_dir_all(&live).unwrap();
-    let config = f.path("cairn.toml");
-    fs::write(
-        &config,
-        format!(
-            "[service.app]\n[[service.app.state]]\nname = \"live\"\npath = \"{}\"\n",
-            live.display()
-        ),
-    )
-    .unwrap();
-    let state = |args: &[&str]| {
-        let mut all = vec!["state"];
-        all.extend_from_slice(args);
-        f.cmd(&all).env("CAIRN_CONFIG", &config).output().unwrap()
-    };
+    let config = f.tree_service("live", &live);
+    let state = |args: &[&str]| f.state(&config, args);
     // r1's state twice (the second one newest), then on to r2.
     fs::write(live.join("data"), "r1, first").unwrap();
     assert_ok(&state(&["dump", "app", "--revision", "r1"]));
@@ -450,6 +438,16 @@ fn every_command_takes_the_repository_from_the_service_file() {
     let out = without_repo(&["snapshots"]);
     assert_ok(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains(&id[..8]));
+    // Commands that read, audit and change the repository alike.
+    for args in [
+        &["stats"][..],
+        &["check", "--read-data"],
+        &["ls", &id[..8]],
+        &["forget", &id[..8], "--dry-run"],
+    ] {
+        let out = without_repo(args);
+        assert_ok(&out);
+    }
     // --repo still wins over the file.
     let out = without_repo(&["--repo", f.path("nowhere").to_str().unwrap(), "snapshots"]);
     assert_eq!(out.status.code(), Some(10), "{}", stderr(&out));

@@ -70,6 +70,28 @@ impl Fixture {
         self.cmd(args).output().unwrap()
     }
 
+    /// Writes `cairn.toml` naming service `app`, whose state is the directory `path` (item
+    /// `item`); returns the file's path.
+    pub fn tree_service(&self, item: &str, path: &Path) -> PathBuf {
+        let config = self.path("cairn.toml");
+        fs::write(
+            &config,
+            format!(
+                "[service.app]\n[[service.app.state]]\nname = \"{item}\"\npath = \"{}\"\n",
+                path.display()
+            ),
+        )
+        .unwrap();
+        config
+    }
+
+    /// Runs `cairn state ARGS` with the service file `config`.
+    pub fn state(&self, config: &Path, args: &[&str]) -> Output {
+        let mut all = vec!["state"];
+        all.extend_from_slice(args);
+        self.cmd(&all).env("CAIRN_CONFIG", config).output().unwrap()
+    }
+
     /// Runs a backup and returns the new snapshot's id.
     pub fn backup(&self, args: &[&str]) -> String {
         let mut all = vec!["backup", "--json"];

@@ -20,16 +20,11 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     // A damaged snapshot file is named and the others are listed (exit 3); a file that
     // cannot be read just now fails the command.
     let (all, damaged) = repo.readable_snapshots()?;
-    crate::ui::warn_damaged(&damaged, "listed");
+    let code = crate::ui::warn_damaged(&damaged, "listed");
     let snaps: Vec<_> = all
         .into_iter()
         .filter(|(_, s)| a.service.is_none() || s.service == a.service)
         .collect();
-    let code = if damaged.is_empty() {
-        crate::exit::OK
-    } else {
-        crate::exit::PARTIAL
-    };
     if a.json {
         let list: Vec<_> = snaps
             .iter()

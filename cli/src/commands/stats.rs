@@ -33,15 +33,10 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     let repo = g.open(Mode::Read)?;
     // Damaged snapshot files are named and left out of the figures (exit 3).
     let (all, damaged) = repo.readable_snapshots()?;
-    crate::ui::warn_damaged(
+    let code = crate::ui::warn_damaged(
         &damaged,
         "counted (what deleting a snapshot frees may be less)",
     );
-    let code = if damaged.is_empty() {
-        crate::exit::OK
-    } else {
-        crate::exit::PARTIAL
-    };
     let roots: Vec<_> = all.iter().map(|(id, s)| (*id, s.tree)).collect();
     let mut chosen = Vec::new();
     if !a.snapshots.is_empty() {
