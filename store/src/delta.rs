@@ -641,9 +641,9 @@ impl Composed {
             .saturating_sub(1)
     }
 
-    /// Its bytes `from .. from + len` (which must lie inside it), in place: each stretch as
-    /// its source, the offset in that source, and the length.
-    pub fn range(&self, from: u64, len: u64) -> impl Iterator<Item = (Src<'_>, usize, u32)> + '_ {
+    /// Its stretches over bytes `from .. from + len` (which must lie inside it), cut to
+    /// them.
+    fn clipped(&self, from: u64, len: u64) -> impl Iterator<Item = Seg> + '_ {
         debug_assert!(from + len <= self.len);
         let end = from + len;
         let k = self.seg_at(from);
@@ -654,12 +654,19 @@ impl Composed {
             .map(move |(&s, seg)| {
                 let lo = from.max(s) - s;
                 let hi = end.min(s + seg.len as u64) - s;
-                (
-                    self.src(seg.src),
-                    seg.at as usize + lo as usize,
-                    (hi - lo) as u32,
-                )
+                Seg {
+                    len: (hi - lo) as u32,
+                    src: seg.src,
+                    at: seg.at + lo as u32,
+                }
             })
+    }
+
+    /// Its bytes `from .. from + len` (which must lie inside it), in place: each stretch as
+    /// its source, the offset in that source, and the length.
+    pub fn range(&self, from: u64, len: u64) -> impl Iterator<Item = (Src<'_>, usize, u32)> + '_ {
+        self.clipped(from, len)
+            .map(|seg| (self.src(seg.src), seg.at as usize, seg.len))
     }
 
     /// The run `edits` make of `prefix`.
@@ -696,13 +703,7 @@ impl Composed {
     /// Appends its bytes `from .. from + len` (which must lie inside it) to `out`, its
     /// sources renumbered through `remap` (index: chunks first, then buffers).
     fn slice_into(&self, from: u64, len: u64, out: &mut Composed, remap: &mut [u32]) {
-        debug_assert!(from + len <= self.len);
-        let end = from + len;
-        let mut k = self.seg_at(from);
-        while k < self.segs.len() && self.starts[k] < end {
-            let (s, seg) = (self.starts[k], self.segs[k]);
-            let lo = from.max(s) - s;
-            let hi = end.min(s + seg.len as u64) - s;
+        for seg in self.clipped(from, len) {
             let slot = if seg.src & BUF != 0 {
                 self.chunks.len() + (seg.src & !BUF) as usize
             } else {
@@ -718,11 +719,9 @@ impl Composed {
                 };
             }
             out.push(Seg {
-                len: (hi - lo) as u32,
                 src: remap[slot],
-                at: seg.at + lo as u32,
+                ..seg
             });
-            k += 1;
         }
     }
 }
@@ -730,20 +729,20 @@ impl Composed {
 /// A run's prefix as it is read when composing: stretches of plain chunks and of runs
 /// composed below, read in place (the prefix itself is never put together).
 #[derive(Debug, Default)]
-pub struct Prefix<'a> {
+pub struct Prefix {
     starts: Vec<u64>,
     parts: Vec<Piece>,
-    lowers: Vec<&'a Composed>,
+    lowers: Vec<std::sync::Arc<Composed>>,
     len: u64,
 }
 
 /// A stretch of a [`Prefix`], as it is pushed.
 #[derive(Debug)]
-pub enum Part<'a> {
+pub enum Part {
     /// Bytes `offset .. offset + len` of a chunk stored on its own.
     Chunk(BlobId, u32, u32),
     /// Bytes `offset .. offset + len` of a run composed below.
-    Lower(&'a Composed, u64, u64),
+    Lower(std::sync::Arc<Composed>, u64, u64),
 }
 
 /// A stretch of a [`Prefix`], as it is kept: runs below by their index in `lowers`.
@@ -753,13 +752,17 @@ enum Piece {
     Lower(usize, u64, u64),
 }
 
-impl<'a> Prefix<'a> {
+impl Prefix {
     /// Appends a stretch.
-    pub fn push(&mut self, part: Part<'a>) {
+    pub fn push(&mut self, part: Part) {
         let (piece, len) = match part {
             Part::Chunk(c, o, n) => (Piece::Chunk(c, o, n), n as u64),
             Part::Lower(c, o, n) => {
-                let k = match self.lowers.iter().position(|l| std::ptr::eq(*l, c)) {
+                let k = match self
+                    .lowers
+                    .iter()
+                    .position(|l| std::sync::Arc::ptr_eq(l, &c))
+                {
                     Some(k) => k,
                     None => {
                         self.lowers.push(c);
@@ -1074,11 +1077,11 @@ mod tests {
         // The first half of the oldest version is a plain chunk, the second a buffer.
         let chunk = BlobId([7; 32]);
         let chunks = vec![(chunk, v0[..half].to_vec())];
-        let second = Composed::whole(std::sync::Arc::new(v0[half..].to_vec()));
+        let second = std::sync::Arc::new(Composed::whole(std::sync::Arc::new(v0[half..].to_vec())));
         let mut pp0 = Prefix::default();
         pp0.push(Part::Chunk(chunk, 0, half as u32));
-        pp0.push(Part::Lower(&second, 0, second.len()));
-        let c1 = Composed::apply(e1.clone(), &pp0);
+        pp0.push(Part::Lower(second.clone(), 0, second.len()));
+        let c1 = std::sync::Arc::new(Composed::apply(e1.clone(), &pp0));
         assert_eq!(c1.len(), v1.len() as u64);
         let m1 = materialise(&c1, 0, c1.len(), &chunks);
         assert_eq!(m1, e1.apply(&pieces0, v1.len() as u64));
@@ -1086,8 +1089,8 @@ mod tests {
         // The next level reads its prefix out of the composed one, in slices (so its chunk
         // and buffers are named anew in the level above).
         let mut p1 = Prefix::default();
-        p1.push(Part::Lower(&c1, 0, 123_457));
-        p1.push(Part::Lower(&c1, 123_457, v1.len() as u64 - 123_457));
+        p1.push(Part::Lower(c1.clone(), 0, 123_457));
+        p1.push(Part::Lower(c1.clone(), 123_457, v1.len() as u64 - 123_457));
         let c2 = Composed::apply(e2.clone(), &p1);
         assert_eq!(materialise(&c2, 0, c2.len(), &chunks), v2);
         // Only edits add stretches: far fewer than bytes.

@@ -71,7 +71,7 @@ pub struct Repo {
 
 /// A composed run, and where its members are in it.
 struct ComposedRun {
-    run: crate::delta::Composed,
+    run: Arc<crate::delta::Composed>,
     members: HashMap<BlobId, (u32, u32)>,
 }
 
@@ -611,13 +611,7 @@ impl Repo {
             None => whole(self)?,
             Some(edits) => {
                 use crate::delta::{Part, Prefix};
-                // Where each stretch of the prefix is: a plain chunk, or a run below
-                // (its index in `below_runs`) from an offset.
-                enum At {
-                    Chunk(BlobId, u32, u32),
-                    Lower(usize, u64, u64),
-                }
-                let mut at: Vec<At> = Vec::with_capacity(h.bases.len());
+                let mut prefix = Prefix::default();
                 // Consecutive bases are mostly consecutive members of one run below: its
                 // member list answers before the index is asked.
                 let mut below_runs: Vec<(BlobId, Arc<ComposedRun>)> = Vec::new();
@@ -649,34 +643,23 @@ impl Repo {
                                 locs.clear();
                             }
                             locs.insert(base, loc);
-                            at.push(At::Chunk(base, range.start as u32, range.len() as u32));
+                            prefix.push(Part::Chunk(base, range.start as u32, range.len() as u32));
                         }
                         Source::Member(below, off, len) => {
                             let lower = self.compose(&below, h.depth - 1)?;
                             if len != base_len || off as u64 + len as u64 > lower.run.len() {
                                 return Err(short());
                             }
-                            let k = match below_runs.iter().position(|(r, _)| *r == below) {
-                                Some(k) => k,
-                                None => {
-                                    below_runs.push((below, lower));
-                                    below_runs.len() - 1
-                                }
-                            };
-                            at.push(At::Lower(
-                                k,
+                            prefix.push(Part::Lower(
+                                lower.run.clone(),
                                 off as u64 + range.start as u64,
                                 range.len() as u64,
                             ));
+                            if !below_runs.iter().any(|(r, _)| *r == below) {
+                                below_runs.push((below, lower));
+                            }
                         }
                     }
-                }
-                let mut prefix = Prefix::default();
-                for a in at {
-                    prefix.push(match a {
-                        At::Chunk(c, o, n) => Part::Chunk(c, o, n),
-                        At::Lower(k, o, n) => Part::Lower(&below_runs[k].1.run, o, n),
-                    });
                 }
                 let c = Composed::apply(edits, &prefix);
                 if c.stretches() > MAX_SEGS {
@@ -692,7 +675,10 @@ impl Repo {
             members.entry(*m).or_insert((at, *len));
             at += len;
         }
-        let c = Arc::new(ComposedRun { run: c, members });
+        let c = Arc::new(ComposedRun {
+            run: Arc::new(c),
+            members,
+        });
         let mut cache = self.composed.lock().expect("not poisoned");
         if cache.len() >= COMPOSED_CACHE {
             cache.remove(0);
