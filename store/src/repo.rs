@@ -1120,6 +1120,8 @@ impl Repo {
         for id in self.snapshot_ids()? {
             match self.load_snapshot(&id) {
                 Ok(s) => good.push((id, s)),
+                // Forgotten since it was listed.
+                Err(Error::NotFound(_)) => {}
                 Err(e) if damage(&e) => bad.push((id, e)),
                 Err(e) => return Err(e),
             }
@@ -1219,15 +1221,18 @@ impl Repo {
             if !rebuild && self.pending_deletion()?.contains(&id) {
                 continue;
             }
-            match self.pack_toc(&id) {
-                Ok(entries) => {
-                    // A damaged delta run leaves its chunks unindexed; `check` names them.
-                    match self.index_pack(&id, self.backend.size(&name)?, &entries) {
-                        Err(e) if damage(&e) => report.damaged.push((name, e.to_string())),
-                        r => r?,
-                    }
-                    report.packs_added += 1;
+            let indexed = self.pack_toc(&id).and_then(|entries| {
+                // A damaged delta run leaves its chunks unindexed; `check` names them.
+                match self.index_pack(&id, self.backend.size(&name)?, &entries) {
+                    Err(e) if damage(&e) => report.damaged.push((name.clone(), e.to_string())),
+                    r => r?,
                 }
+                Ok(())
+            });
+            match indexed {
+                Ok(()) => report.packs_added += 1,
+                // Deleted since it was listed (a prune at work): nothing to index.
+                Err(Error::NotFound(_)) => {}
                 Err(e) if !damage(&e) => return Err(e),
                 Err(e) => report.damaged.push((name, e.to_string())),
             }
@@ -1253,6 +1258,8 @@ impl Repo {
                             .add_snapshot(id, self.label_of(&s), s.time_ns)?;
                         report.snapshots_added += 1;
                     }
+                    // Forgotten since it was listed: nothing to index.
+                    Err(Error::NotFound(_)) => {}
                     Err(e) if !damage(&e) => return Err(e),
                     Err(e) => report
                         .damaged
