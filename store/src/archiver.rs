@@ -299,50 +299,92 @@ struct Archiver<'r> {
     pending_members: Vec<(BlobId, Vec<(BlobId, u32)>)>,
     /// Chunks stored inside delta runs by this backup.
     session_members: HashSet<BlobId>,
-    /// Decoded chunks of the parent, lately used (a run's bases overlap the next run's).
-    parent_cache: Vec<(BlobId, crate::blob::Bytes)>,
     /// Depths of runs met as bases.
     run_depths: HashMap<BlobId, u8>,
     /// Read every file, unchanged or not (`BackupOptions::reread`).
     reread: bool,
     /// When the parent snapshot's backup started (0 without a parent).
     parent_started_ns: i64,
-    /// Runs waiting to be compressed: id, header, bytes, prefix.
-    queued_runs: Vec<QueuedRun>,
-    /// Their bytes and prefixes.
-    queued_bytes: usize,
-    /// The runs queued before, being compressed on other threads while the stream is read
-    /// on: each run's id, header, length and stored form.
-    encoding: Option<std::thread::JoinHandle<Vec<EncodedRun>>>,
 }
 
 /// A batch of a stream read ahead: chunk ids, chunks, and the read error that ended it.
 type ReadBatch = (Vec<BlobId>, Vec<Vec<u8>>, Option<std::io::Error>);
 
 /// A run compressed: its id, header, length and stored form.
-type EncodedRun = (BlobId, crate::delta::RunHeader, u32, Result<Vec<u8>>);
+type EncodedRun = (BlobId, crate::delta::RunHeader, u32, Vec<u8>);
 
-/// A run waiting to be encoded: its id, header, bytes, prefix, and where in the prefix it is
-/// expected to start.
-type QueuedRun = (
-    BlobId,
-    crate::delta::RunHeader,
-    Vec<u8>,
-    crate::blob::Bytes,
-    usize,
-);
+/// New chunks of a delta-coded stream, gathered into a run: their bytes end to end, ids
+/// and lengths, and where the run starts in the stream.
+#[derive(Default)]
+struct OpenRun {
+    bytes: Vec<u8>,
+    members: Vec<(BlobId, u32)>,
+    start: u64,
+}
+
+/// A run to be finished on another thread: its id, header (which names its prefix), bytes,
+/// and where in the prefix it is expected to start.
+struct RunJob {
+    id: BlobId,
+    header: crate::delta::RunHeader,
+    bytes: Vec<u8>,
+    hint: usize,
+}
+
+/// The parent's version of a stream: its parts, where each starts, its length, and the
+/// first part holding each chunk.
+struct ParentFile<'p> {
+    parts: &'p [Part],
+    starts: Vec<u64>,
+    len: u64,
+    first: HashMap<BlobId, usize>,
+}
+
+impl<'p> ParentFile<'p> {
+    fn new(parts: &'p [Part]) -> Self {
+        let mut starts = Vec::with_capacity(parts.len());
+        let mut first = HashMap::new();
+        let mut at = 0u64;
+        for (i, p) in parts.iter().enumerate() {
+            starts.push(at);
+            first.entry(p.id).or_insert(i);
+            at += p.len as u64;
+        }
+        ParentFile {
+            parts,
+            starts,
+            len: at,
+            first,
+        }
+    }
+}
+
+/// Finishes a run: reads the parent's stretch it is put against (on every core, each plain
+/// chunk a chain composes it from only once; the repository keeps the plain chunks lately
+/// read, so the stretch the next run's prefix shares with this one is not decoded again),
+/// finds its edits and compresses them.
+fn finish_run(repo: &Repo, job: RunJob, level: i32) -> Result<EncodedRun> {
+    let h = &job.header;
+    let plan = crate::delta::prefix_plan(&h.bases, h.skip, h.prefix_len);
+    let ids: Vec<BlobId> = plan.iter().map(|(i, _)| h.bases[*i].0).collect();
+    let mut read = repo.base_chunks(&ids).into_iter();
+    let prefix = crate::delta::assemble_prefix(&h.bases, h.skip, h.prefix_len, "parent", |_| {
+        read.next().expect("one per base read")
+    })?;
+    let enc = crate::delta::encode(h, &job.bytes, &prefix, job.hint, level)?;
+    Ok((job.id, job.header, job.bytes.len() as u32, enc))
+}
 
 /// How long before the parent's backup started a file must have last changed for its size,
 /// times and inode to be trusted.
 const RACY_NS: i64 = 2_000_000_000;
 
-/// Runs are compressed in parallel once this many bytes (runs and prefixes) wait, while
-/// the next ones are read (so twice this may be held).
-const QUEUED_RUN_BYTES: usize = 8 << 20;
+/// Runs being finished on other threads may hold this many bytes (runs and prefixes) before
+/// the stream waits for the oldest.
+const RUNS_HELD: usize = 16 << 20;
 
-/// Bytes of decoded parent chunks a delta backup keeps (a run's bases overlap the next
-/// run's by the slack).
-const PARENT_CACHE: usize = 24 << 20;
+/// Runs finished at once, at most (many small runs would each have a thread).
+const RUNS_AT_ONCE: usize = 4;
 
 impl<'r> Archiver<'r> {
     fn new(repo: &'r Repo, progress: &'r dyn Progress) -> Result<Self> {
@@ -364,11 +406,7 @@ impl<'r> Archiver<'r> {
             parent_root: HashMap::new(),
             pending_members: Vec::new(),
             session_members: HashSet::new(),
-            parent_cache: Vec::new(),
             run_depths: HashMap::new(),
-            queued_runs: Vec::new(),
-            queued_bytes: 0,
-            encoding: None,
             reread: false,
             parent_started_ns: 0,
         })
@@ -813,25 +851,6 @@ impl<'r> Archiver<'r> {
         Ok(true)
     }
 
-    /// A chunk of the parent, decoded (kept for the next runs).
-    fn parent_chunk(&mut self, id: &BlobId) -> Result<crate::blob::Bytes> {
-        if let Some(i) = self.parent_cache.iter().position(|(c, _)| c == id) {
-            return Ok(self.parent_cache[i].1.clone());
-        }
-        let data = self.repo.base_chunk(id)?;
-        self.cache_parent(*id, data.clone());
-        Ok(data)
-    }
-
-    /// Keeps a chunk of the parent (up to [`PARENT_CACHE`] bytes, oldest out first).
-    fn cache_parent(&mut self, id: BlobId, data: crate::blob::Bytes) {
-        let mut total: usize = self.parent_cache.iter().map(|(_, d)| d.len()).sum();
-        while total + data.len() > PARENT_CACHE && !self.parent_cache.is_empty() {
-            total -= self.parent_cache.remove(0).1.len();
-        }
-        self.parent_cache.push((id, data));
-    }
-
     /// How deep a chunk is: 0 on its own, else the depth of the run holding it.
     fn chunk_depth(&mut self, id: &BlobId) -> Result<u8> {
         let Some((run, _, _)) = self.repo.index().member(id)? else {
@@ -849,6 +868,11 @@ impl<'r> Archiver<'r> {
     /// else) already holds are referenced; consecutive new chunks are stored as delta runs
     /// against the stretch of the parent's version where they are predicted to be, from the
     /// last chunk both share (see `delta.rs`).
+    ///
+    /// Three things go on at once: the stream is read, cut and hashed a batch ahead on one
+    /// thread; this one looks chunks up and gathers runs; and each run is finished on a
+    /// thread of its own (its stretch of the parent read, its edits found, compressed), the
+    /// runs done added to the pack in order.
     fn delta_data<R: Read + Send>(
         &mut self,
         reader: R,
@@ -859,28 +883,18 @@ impl<'r> Archiver<'r> {
         self.flush()?;
         let slot = self.contents.len();
         self.contents.push(Vec::new());
-        let mut starts = Vec::with_capacity(parent.len());
-        let mut at = 0u64;
-        let mut where_parent: HashMap<BlobId, usize> = HashMap::new();
-        for (i, p) in parent.iter().enumerate() {
-            starts.push(at);
-            where_parent.entry(p.id).or_insert(i);
-            at += p.len as u64;
-        }
-        let parent_len = at;
+        let parent = ParentFile::new(parent);
         let mut total = 0u64;
         // (offset in the new stream, offset in the parent) just after the last shared chunk.
         let mut anchor = (0u64, 0u64);
-        let mut run: Vec<(BlobId, Vec<u8>)> = Vec::new();
-        let (mut run_start, mut run_len) = (0u64, 0u64);
+        let mut run = OpenRun::default();
         let run_max = self.repo.config().delta.map_or(0, |d| d.run_max) as u64;
+        let level = self.repo.config().delta.map_or(3, |d| d.level);
         // A read error ends the stream, but what was read is still stored as usual: its
         // chunks already count as stored for this backup.
         let mut failed = None;
         let repo = self.repo;
         std::thread::scope(|scope| -> Result<()> {
-            // The stream is read, cut and hashed a batch ahead on another thread (one batch
-            // waits at most), while this one predicts, reads the parent and queues runs.
             let (tx, rx) = std::sync::mpsc::sync_channel::<ReadBatch>(1);
             scope.spawn(move || {
                 let mut stream = chunker.stream(reader);
@@ -913,49 +927,70 @@ impl<'r> Archiver<'r> {
                     }
                 }
             });
+            // Runs being finished, oldest first, and the bytes they hold (run and prefix).
+            let mut jobs = std::collections::VecDeque::new();
+            let mut held = 0usize;
+            // Ends the open run (if any): hands it to a thread of its own, then adds the runs
+            // done to the pack, in order, waiting for the oldest while too much is held (or
+            // for all, at the end).
+            let mut close = |this: &mut Self, run: &mut OpenRun, anchor, end: bool| -> Result<()> {
+                let open = std::mem::take(run);
+                if let Some(job) = this.store_run(slot, open, anchor, &parent)? {
+                    let n = job.bytes.len() + job.header.prefix_len as usize;
+                    held += n;
+                    jobs.push_back((scope.spawn(move || finish_run(repo, job, level)), n));
+                }
+                while let Some((oldest, _)) = jobs.front()
+                    && (end
+                        || held > RUNS_HELD
+                        || jobs.len() > RUNS_AT_ONCE
+                        || oldest.is_finished())
+                {
+                    let (oldest, n) = jobs.pop_front().expect("one");
+                    held -= n;
+                    let (id, h, len, enc) = oldest
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+                    this.pending_members.push((id, h.members));
+                    this.add_blob(id, BlobKind::DeltaRun, len, &enc)?;
+                }
+                Ok(())
+            };
             for (ids, batch, error) in rx {
                 for (id, chunk) in ids.into_iter().zip(batch) {
                     let len = chunk.len() as u64;
                     self.progress.bytes(len);
                     if let Some(kind) = self.stored_as(&id)? {
-                        let r = std::mem::take(&mut run);
-                        run_len = 0;
-                        self.store_run(slot, r, run_start, anchor, parent, &starts, parent_len)?;
+                        close(self, &mut run, anchor, false)?;
                         self.contents[slot].push(Part {
                             kind,
                             id,
                             len: len as u32,
                         });
-                        if let Some(&i) = where_parent.get(&id) {
-                            anchor = (total + len, starts[i] + parent[i].len as u64);
+                        if let Some(&i) = parent.first.get(&id) {
+                            anchor = (total + len, parent.starts[i] + parent.parts[i].len as u64);
                         }
                     } else {
-                        if !run.is_empty() && run_len + len > run_max {
-                            let r = std::mem::take(&mut run);
-                            run_len = 0;
-                            self.store_run(
-                                slot, r, run_start, anchor, parent, &starts, parent_len,
-                            )?;
+                        if !run.members.is_empty() && run.bytes.len() as u64 + len > run_max {
+                            close(self, &mut run, anchor, false)?;
                         }
-                        if run.is_empty() {
-                            run_start = total;
+                        if run.members.is_empty() {
+                            run.start = total;
+                            // At its longest at once: growing it copied it over and over.
+                            run.bytes.reserve_exact(run_max as usize);
                         }
                         // A chunk met twice in the same run is stored once (the second is
                         // known).
                         self.session.insert(id);
-                        run_len += len;
-                        run.push((id, chunk));
+                        run.bytes.extend_from_slice(&chunk);
+                        run.members.push((id, chunk.len() as u32));
                     }
                     total += len;
                 }
                 failed = error;
             }
-            Ok(())
+            close(self, &mut run, anchor, true)
         })?;
-        let r = std::mem::take(&mut run);
-        self.store_run(slot, r, run_start, anchor, parent, &starts, parent_len)?;
-        self.encode_queued_runs()?;
-        self.add_encoded_runs()?;
         if let Some(e) = failed {
             return Ok(Err(e));
         }
@@ -963,61 +998,23 @@ impl<'r> Archiver<'r> {
         Ok(Ok((slot, total)))
     }
 
-    /// Starts compressing the queued runs (in parallel, on other threads) and adds the ones
-    /// queued before to the pack: reading the stream on goes on meanwhile.
-    fn encode_queued_runs(&mut self) -> Result<()> {
-        self.add_encoded_runs()?;
-        let runs = std::mem::take(&mut self.queued_runs);
-        self.queued_bytes = 0;
-        if runs.is_empty() {
-            return Ok(());
-        }
-        let level = self.repo.config().delta.map_or(3, |d| d.level);
-        self.encoding = Some(std::thread::spawn(move || {
-            runs.into_par_iter()
-                .map(|(id, h, bytes, prefix, hint)| {
-                    let enc = crate::delta::encode(&h, &bytes, &prefix, hint, level);
-                    (id, h, bytes.len() as u32, enc)
-                })
-                .collect()
-        }));
-        Ok(())
-    }
-
-    /// Waits for the runs being compressed and adds them to the pack, in order.
-    fn add_encoded_runs(&mut self) -> Result<()> {
-        let Some(handle) = self.encoding.take() else {
-            return Ok(());
-        };
-        let encoded = handle
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        for (run_id, h, len, enc) in encoded {
-            self.pending_members.push((run_id, h.members));
-            self.add_blob(run_id, BlobKind::DeltaRun, len, &enc?)?;
-        }
-        Ok(())
-    }
-
     /// Stores consecutive new chunks as one delta run against the parent's predicted
-    /// stretch, or as plain chunks when there is no stretch or the chain would get too deep.
-    #[allow(clippy::too_many_arguments)]
+    /// stretch (handed back, to be finished on another thread), or as plain chunks when
+    /// there is no stretch or the chain would get too deep.
     fn store_run(
         &mut self,
         slot: usize,
-        run: Vec<(BlobId, Vec<u8>)>,
-        run_start: u64,
+        run: OpenRun,
         anchor: (u64, u64),
-        parent: &[Part],
-        starts: &[u64],
-        parent_len: u64,
-    ) -> Result<()> {
-        if run.is_empty() {
-            return Ok(());
+        parent: &ParentFile,
+    ) -> Result<Option<RunJob>> {
+        if run.members.is_empty() {
+            return Ok(None);
         }
         let d = self.repo.config().delta.expect("delta runs are on");
-        let run_len: u64 = run.iter().map(|(_, c)| c.len() as u64).sum();
-        let pred = (anchor.1 + (run_start - anchor.0)).min(parent_len);
+        let run_len = run.bytes.len() as u64;
+        let (parts, starts, parent_len) = (parent.parts, &parent.starts, parent.len);
+        let pred = (anchor.1 + (run.start - anchor.0)).min(parent_len);
         let lo = pred.saturating_sub(d.slack as u64);
         let hi = (pred + run_len + d.slack as u64)
             .min(parent_len)
@@ -1026,74 +1023,66 @@ impl<'r> Archiver<'r> {
         let last = starts.partition_point(|s| *s < hi);
         let mut depth = 0u8;
         if hi > lo {
-            for p in &parent[first..last] {
+            for p in &parts[first..last] {
                 depth = depth.max(self.chunk_depth(&p.id)?);
             }
         }
         if hi <= lo || depth >= d.chain_max || last - first > crate::delta::MAX_BASES {
             // A re-base: these chunks are stored whole, and chains through them end here.
-            for (id, data) in run {
-                let enc = blob::encode(&data, self.level);
-                self.add_blob(id, BlobKind::Data, data.len() as u32, &enc)?;
+            let mut at = 0usize;
+            let chunks: Vec<&[u8]> = run
+                .members
+                .iter()
+                .map(|(_, len)| {
+                    at += *len as usize;
+                    &run.bytes[at - *len as usize..at]
+                })
+                .collect();
+            let level = self.level;
+            let encoded: Vec<Vec<u8>> = chunks.par_iter().map(|c| blob::encode(c, level)).collect();
+            for ((id, len), enc) in run.members.iter().zip(encoded) {
+                self.add_blob(*id, BlobKind::Data, *len, &enc)?;
                 self.contents[slot].push(Part {
                     kind: PART_CHUNK,
-                    id,
-                    len: data.len() as u32,
+                    id: *id,
+                    len: *len,
                 });
             }
-            return Ok(());
+            return Ok(None);
         }
-        let bases: Vec<(BlobId, u32)> = parent[first..last].iter().map(|p| (p.id, p.len)).collect();
+        let bases: Vec<(BlobId, u32)> = parts[first..last].iter().map(|p| (p.id, p.len)).collect();
         let (skip, prefix_len) = ((lo - starts[first]) as u32, (hi - lo) as u32);
-        // The parent's chunks not at hand are read together: on every core, and each plain
-        // chunk a chain composes them from only once.
-        let missing: Vec<BlobId> = crate::delta::prefix_plan(&bases, skip, prefix_len)
-            .into_iter()
-            .map(|(i, _)| bases[i].0)
-            .filter(|id| !self.parent_cache.iter().any(|(c, _)| c == id))
-            .collect();
-        for (id, data) in missing.iter().zip(self.repo.base_chunks(&missing)) {
-            self.cache_parent(*id, data?);
-        }
-        let prefix = crate::delta::assemble_prefix(&bases, skip, prefix_len, "parent", |id| {
-            self.parent_chunk(id)
-        })?;
-        let mut bytes = Vec::with_capacity(run_len as usize);
-        for (_, c) in &run {
-            bytes.extend_from_slice(c);
-        }
-        let run_id = self.repo.keys().run_id(&bytes);
-        let h = crate::delta::RunHeader {
+        let run_id = self.repo.keys().run_id(&run.bytes);
+        let header = crate::delta::RunHeader {
             depth: depth + 1,
-            members: run.iter().map(|(id, c)| (*id, c.len() as u32)).collect(),
+            members: run.members,
             bases,
             skip,
             prefix_len,
         };
-        if !self.known(&run_id)? {
-            // Compressed later, several runs at once across the cores.
-            self.session.insert(run_id);
-            self.queued_bytes += bytes.len() + prefix.len();
-            let hint = (pred - lo) as usize;
-            self.queued_runs
-                .push((run_id, h.clone(), bytes, prefix, hint));
-            if self.queued_bytes >= QUEUED_RUN_BYTES {
-                self.encode_queued_runs()?;
-            }
-        } else if !self.session.contains(&run_id) {
-            // Stored before (its chunks were not known, so its member records are missing,
-            // say an index written by an older process): record them now.
-            self.repo.index().add_members(&run_id, &h.members)?;
-        }
-        for (id, c) in run {
-            self.session_members.insert(id);
+        for (id, len) in &header.members {
+            self.session_members.insert(*id);
             self.contents[slot].push(Part {
                 kind: PART_IN_RUN,
-                id,
-                len: c.len() as u32,
+                id: *id,
+                len: *len,
             });
         }
-        Ok(())
+        if !self.known(&run_id)? {
+            self.session.insert(run_id);
+            return Ok(Some(RunJob {
+                id: run_id,
+                header,
+                bytes: run.bytes,
+                hint: (pred - lo) as usize,
+            }));
+        }
+        if !self.session.contains(&run_id) {
+            // Stored before (its chunks were not known, so its member records are missing,
+            // say an index written by an older process): record them now.
+            self.repo.index().add_members(&run_id, &header.members)?;
+        }
+        Ok(None)
     }
 
     fn add_blob(&mut self, id: BlobId, kind: BlobKind, raw_len: u32, encoded: &[u8]) -> Result<()> {
