@@ -438,6 +438,20 @@ fn common(a: &[u8], b: &[u8]) -> usize {
     i
 }
 
+/// How many bytes `a` and `b` have in common at their ends.
+fn common_back(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[a.len() - n..], &b[b.len() - n..]);
+    let mut k = 0;
+    while k + 8 <= n && a[n - k - 8..n - k] == b[n - k - 8..n - k] {
+        k += 8;
+    }
+    while k < n && a[n - k - 1] == b[n - k - 1] {
+        k += 1;
+    }
+    k
+}
+
 impl Edits {
     /// Finds copies of `prefix` in `run`: an edit in place is found by trying the same shift
     /// again a little after the last copy ended, anything else through anchors (positions
@@ -495,10 +509,7 @@ impl Edits {
                 continue;
             };
             // run[..i] ends where prefix[..p] ends: extend both ways.
-            let mut back = 0;
-            while i - back > lit_start && p > back && run[i - back - 1] == prefix[p - back - 1] {
-                back += 1;
-            }
+            let back = common_back(&run[lit_start..i], &prefix[..p]);
             let fwd = common(&run[i..], &prefix[p..]);
             if back + fwd < min {
                 continue;
@@ -1111,6 +1122,20 @@ mod tests {
             checked += 1;
         });
         assert!(checked > 64, "only {checked} anchors in 4 KiB");
+    }
+
+    #[test]
+    fn common_bytes_are_counted_from_either_end() {
+        let a = text(5, 100);
+        for cut in [0, 1, 7, 8, 9, 63, 64, 99] {
+            let mut b = a.clone();
+            b[cut] ^= 1;
+            assert_eq!(common(&a, &b), cut);
+            assert_eq!(common_back(&a, &b), 99 - cut);
+            // Ends line up whatever the lengths.
+            assert_eq!(common_back(&a[cut..], &a), 100 - cut);
+        }
+        assert_eq!(common_back(&[], &a), 0);
     }
 
     #[test]
