@@ -67,6 +67,8 @@ pub struct Repo {
     plain_kept: Mutex<Vec<(BlobId, Arc<Vec<u8>>)>>,
     /// Runs composed lately (see [`Repo::compose`]).
     composed: Mutex<Vec<(BlobId, Arc<ComposedRun>)>>,
+    /// Runs being composed now, each by one thread (others wanting it wait for that one).
+    composing: Mutex<HashMap<BlobId, Arc<ComposeSlot>>>,
 }
 
 /// A composed run, and where its members are in it.
@@ -78,6 +80,9 @@ struct ComposedRun {
 /// Bytes of plain chunks a process keeps after reading them (a window's edges, which the
 /// next window often needs again).
 const PLAIN_KEPT: usize = 16 << 20;
+
+/// A run being composed by one thread: what it composed, once it has (`None` if it failed).
+type ComposeSlot = std::sync::OnceLock<Option<Arc<ComposedRun>>>;
 
 /// How many composed runs a process keeps (a few hundred KiB each).
 const COMPOSED_CACHE: usize = 64;
@@ -232,6 +237,7 @@ impl Repo {
             pack_keys: Mutex::new(HashMap::new()),
             runs: Mutex::new(Vec::new()),
             composed: Mutex::new(Vec::new()),
+            composing: Mutex::new(HashMap::new()),
             plain_kept: Mutex::new(Vec::new()),
             base_locs: Mutex::new(HashMap::new()),
         };
@@ -598,10 +604,37 @@ impl Repo {
     /// headers and edit lists is read. A version 1 run, or one that would compose to too
     /// many stretches, is decoded whole instead.
     fn compose(&self, run: &BlobId, depth: u8) -> Result<Arc<ComposedRun>> {
-        use crate::delta::Composed;
         if let Some(c) = self.composed_cache(run) {
             return Ok(c);
         }
+        // A restore composes the runs of its next window while it reads the current one, and
+        // both want the same runs below: one thread composes each run, the others wait for
+        // it. A thread waits only for a run no deeper than it allows, and a composition only
+        // asks for runs shallower than its own, so no two threads ever wait for each other
+        // (a hostile chain fails the depth check instead).
+        let (slot, waits) = {
+            let mut composing = self.composing.lock().expect("not poisoned");
+            let waits = composing.contains_key(run);
+            (composing.entry(*run).or_default().clone(), waits)
+        };
+        if waits {
+            let (enc, what) = self.read_encoded(run)?;
+            check_depth(run, &crate::delta::parse(&enc, &what)?.0, depth, &what)?;
+        }
+        let done = slot
+            .get_or_init(|| self.compose_now(run, depth).ok())
+            .clone();
+        self.composing.lock().expect("not poisoned").remove(run);
+        match done {
+            Some(c) => Ok(c),
+            // Errors are not kept: compose again for this caller's own.
+            None => self.compose_now(run, depth),
+        }
+    }
+
+    /// [`Repo::compose`], done here and now.
+    fn compose_now(&self, run: &BlobId, depth: u8) -> Result<Arc<ComposedRun>> {
+        use crate::delta::Composed;
         let (enc, what) = self.read_encoded(run)?;
         let (h, body) = crate::delta::parse(&enc, &what)?;
         check_depth(run, &h, depth, &what)?;
