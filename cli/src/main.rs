@@ -103,9 +103,9 @@ enum Command {
 
 /// Has glibc keep freed memory for reuse instead of handing it back at once. A delta backup
 /// or restore allocates and frees buffers of megabytes (runs, prefixes, anchor tables)
-/// again and again; by default each is a fresh mapping whose pages all fault in, which cost
-/// a delta backup of the corpus dump a third of its time in the kernel. One arena keeps the
-/// worker threads from each growing its own heap of such buffers.
+/// again and again; by default each is a fresh mapping whose pages all fault in (a delta
+/// backup of the corpus dump spent a third of its CPU time in the kernel). One arena keeps
+/// the worker threads from each growing its own heap of such buffers.
 fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; it is called before any thread starts.
