@@ -934,7 +934,9 @@ impl<'r> Archiver<'r> {
             // done to the pack, in order, waiting for the oldest while too much is held (or
             // for all, at the end).
             let mut close = |this: &mut Self, run: &mut OpenRun, anchor, end: bool| -> Result<()> {
-                let open = std::mem::take(run);
+                let mut open = std::mem::take(run);
+                // The buffer was sized for the longest run: give back what this one left.
+                open.bytes.shrink_to_fit();
                 if let Some(job) = this.store_run(slot, open, anchor, &parent)? {
                     let n = job.bytes.len() + job.header.prefix_len as usize;
                     held += n;
