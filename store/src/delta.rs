@@ -191,21 +191,15 @@ fn concat(pieces: &[Bytes]) -> Vec<u8> {
     out
 }
 
-/// The prefix a run names: bytes `skip .. skip + len` of its bases laid end to end. Only the
-/// bases that overlap it are read (with `read`, in order).
+/// The prefix a run names, in one buffer: its bases as a [`prefix_plan`] named them, read
+/// in its order (see [`join_prefix`]).
 pub fn assemble_prefix(
     bases: &[(BlobId, u32)],
-    skip: u32,
-    len: u32,
+    plan: &[(usize, std::ops::Range<usize>)],
+    read: Vec<Bytes>,
     what: &str,
-    mut read: impl FnMut(&BlobId) -> Result<Bytes>,
 ) -> Result<Bytes> {
-    let plan = prefix_plan(bases, skip, len);
-    let read = plan
-        .iter()
-        .map(|(i, _)| read(&bases[*i].0))
-        .collect::<Result<Vec<_>>>()?;
-    let pieces = join_prefix(bases, &plan, read, what)?;
+    let pieces = join_prefix(bases, plan, read, what)?;
     Ok(match &pieces[..] {
         [one] => one.clone(),
         _ => concat(&pieces).into(),

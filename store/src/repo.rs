@@ -377,16 +377,9 @@ impl Repo {
         self.chunks_below(ids, u8::MAX, true)
     }
 
-    /// A chunk to compress a new delta run against. A chunk of a run is not re-hashed: wrong
-    /// bytes would only make the new run larger, since decoding reads the same bytes and
-    /// checks the result.
-    pub fn base_chunk(&self, id: &BlobId) -> Result<Bytes> {
-        self.chunks_below(std::slice::from_ref(id), u8::MAX, false)
-            .pop()
-            .expect("one")
-    }
-
-    /// [`Repo::base_chunk`] of many chunks, read together like [`Repo::chunks`].
+    /// Chunks to compress a new delta run against, read together like [`Repo::chunks`]. A
+    /// chunk of a run is not re-hashed: wrong bytes would only make the new run larger, since
+    /// decoding reads the same bytes and checks the result.
     pub fn base_chunks(&self, ids: &[BlobId]) -> Vec<Result<Bytes>> {
         self.chunks_below(ids, u8::MAX, false)
     }
@@ -624,7 +617,13 @@ impl Repo {
         let done = slot
             .get_or_init(|| self.compose_now(run, depth).ok())
             .clone();
-        self.composing.lock().expect("not poisoned").remove(run);
+        {
+            // Only this slot: a later one for the same run may be in place already.
+            let mut composing = self.composing.lock().expect("not poisoned");
+            if composing.get(run).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                composing.remove(run);
+            }
+        }
         match done {
             Some(c) => Ok(c),
             // Errors are not kept: compose again for this caller's own.
