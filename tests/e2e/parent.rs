@@ -181,23 +181,27 @@ fn a_damaged_parent_snapshot_does_not_stop_the_next_backup() {
         Some(next_id)
     );
     // `snapshots` names the damaged file, lists the two others, and exits 3.
-    let out = f.run(&["snapshots"]);
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains(&format!("snapshot {} is not listed", &id[..8])),
-        "{}",
-        stderr(&out)
+    let listed = names_damaged(
+        &f,
+        "snapshots",
+        &format!("snapshot {} is not listed", &id[..8]),
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("2 snapshots"));
+    assert!(listed.contains("2 snapshots"), "{listed}");
     // So does `stats`, over the two it can read.
-    let out = f.run(&["stats"]);
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains(&format!("snapshot {} is not counted", &id[..8])),
-        "{}",
-        stderr(&out)
+    let counted = names_damaged(
+        &f,
+        "stats",
+        &format!("snapshot {} is not counted", &id[..8]),
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&next_id[..8]));
+    assert!(counted.contains(&next_id[..8]), "{counted}");
+}
+
+/// Runs `command`, which must exit 3 and say `says` on stderr; its standard output.
+fn names_damaged(f: &Fixture, command: &str, says: &str) -> String {
+    let out = f.run(&[command]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains(says), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The parent a snapshot names, from `snapshots --json` (which lists the readable snapshots
