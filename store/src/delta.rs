@@ -701,19 +701,52 @@ impl Composed {
         }
     }
 
-    /// The index of segment holding byte `from` (or the first one).
+    /// The index of the segment holding byte `from` (or the first one).
     fn seg_at(&self, from: u64) -> usize {
-        self.starts
-            .partition_point(|s| *s <= from)
-            .saturating_sub(1)
+        self.seg_near(from, 0)
+    }
+
+    /// [`Composed::seg_at`], searched outwards from segment `near`: the copies of a run's
+    /// consecutive edits mostly land close together in the run below, and a search by
+    /// halves over all of its stretches missed the cache at every step.
+    fn seg_near(&self, from: u64, near: usize) -> usize {
+        let starts = &self.starts;
+        let n = starts.len();
+        if n == 0 {
+            return 0;
+        }
+        let near = near.min(n - 1);
+        if starts[near] <= from {
+            // Forward in growing steps while still at or before `from`, then by halves.
+            let (mut lo, mut step) = (near, 1);
+            while lo + step < n && starts[lo + step] <= from {
+                lo += step;
+                step *= 2;
+            }
+            let hi = (lo + step).min(n);
+            lo + starts[lo..hi].partition_point(|s| *s <= from) - 1
+        } else {
+            // Backward likewise, while still after `from`.
+            let (mut hi, mut step) = (near, 1);
+            while hi >= step && starts[hi - step] > from {
+                hi -= step;
+                step *= 2;
+            }
+            let lo = hi.saturating_sub(step);
+            (lo + starts[lo..hi].partition_point(|s| *s <= from)).saturating_sub(1)
+        }
     }
 
     /// Its stretches over bytes `from .. from + len` (which must lie inside it), cut to
     /// them.
     fn clipped(&self, from: u64, len: u64) -> impl Iterator<Item = Seg> + '_ {
+        self.clipped_from(from, len, self.seg_at(from))
+    }
+
+    /// [`Composed::clipped`], given the segment `k` holding byte `from`.
+    fn clipped_from(&self, from: u64, len: u64, k: usize) -> impl Iterator<Item = Seg> + '_ {
         debug_assert!(from + len <= self.len);
         let end = from + len;
-        let k = self.seg_at(from);
         self.starts[k..]
             .iter()
             .zip(&self.segs[k..])
@@ -748,12 +781,16 @@ impl Composed {
             bufs: vec![std::sync::Arc::new(edits.literals)],
             len: 0,
         };
-        // Sources of the runs below, renumbered into `out` when first used.
-        let mut remap: Vec<Vec<u32>> = prefix
+        let mut lowers: Vec<Lowered> = prefix
             .lowers
             .iter()
-            .map(|c| vec![u32::MAX; c.chunks.len() + c.bufs.len()])
+            .map(|c| Lowered {
+                remap: vec![u32::MAX; c.chunks.len() + c.bufs.len()],
+                near: 0,
+            })
             .collect();
+        // The prefix's plain chunks, by piece, as numbered in `out` (`u32::MAX` until used).
+        let mut chunks = vec![u32::MAX; prefix.parts.len()];
         let mut l = 0u32;
         for e in &edits.edits {
             out.push(Seg {
@@ -762,15 +799,25 @@ impl Composed {
                 at: l,
             });
             l += e.lit;
-            prefix.copy_into(e.from as u64, e.len as u64, &mut out, &mut remap);
+            prefix.copy_into(
+                e.from as u64,
+                e.len as u64,
+                &mut out,
+                &mut chunks,
+                &mut lowers,
+            );
         }
         out
     }
 
     /// Appends its bytes `from .. from + len` (which must lie inside it) to `out`, its
-    /// sources renumbered through `remap` (index: chunks first, then buffers).
-    fn slice_into(&self, from: u64, len: u64, out: &mut Composed, remap: &mut [u32]) {
-        for seg in self.clipped(from, len) {
+    /// sources renumbered through `at.remap`, and its search started from `at.near`.
+    fn slice_into(&self, from: u64, len: u64, out: &mut Composed, at: &mut Lowered) {
+        let k = self.seg_near(from, at.near);
+        let remap = &mut at.remap;
+        let mut last = k;
+        for (i, seg) in self.clipped_from(from, len, k).enumerate() {
+            last = k + i;
             let slot = if seg.src & BUF != 0 {
                 self.chunks.len() + (seg.src & !BUF) as usize
             } else {
@@ -790,7 +837,16 @@ impl Composed {
                 ..seg
             });
         }
+        at.near = last;
     }
+}
+
+/// What composing keeps of a run below while reading it: its sources as renumbered in the
+/// new run (index: chunks first, then buffers; `u32::MAX` until used), and the segment the
+/// last copy from it ended in.
+struct Lowered {
+    remap: Vec<u32>,
+    near: usize,
 }
 
 /// A run's prefix as it is read when composing: stretches of plain chunks and of runs
@@ -855,7 +911,14 @@ impl Prefix {
     }
 
     /// Appends its bytes `from .. from + len` (which must lie inside it) to `out`.
-    fn copy_into(&self, from: u64, len: u64, out: &mut Composed, remap: &mut [Vec<u32>]) {
+    fn copy_into(
+        &self,
+        from: u64,
+        len: u64,
+        out: &mut Composed,
+        chunks: &mut [u32],
+        lowers: &mut [Lowered],
+    ) {
         debug_assert!(from + len <= self.len);
         let end = from + len;
         let mut k = self
@@ -868,19 +931,12 @@ impl Prefix {
             match &self.parts[k] {
                 Piece::Chunk(c, o, n) => {
                     let hi = end.min(s + *n as u64) - s;
-                    // A plain chunk of the prefix: named once in `out` (a stretch that
-                    // continues the last one merges with it).
-                    let src = match out.segs.last() {
-                        Some(last)
-                            if last.src & BUF == 0 && out.chunks[last.src as usize] == *c =>
-                        {
-                            last.src
-                        }
-                        _ => {
-                            out.chunks.push(*c);
-                            (out.chunks.len() - 1) as u32
-                        }
-                    };
+                    // A plain chunk of the prefix: named once in `out`, when first used.
+                    if chunks[k] == u32::MAX {
+                        out.chunks.push(*c);
+                        chunks[k] = (out.chunks.len() - 1) as u32;
+                    }
+                    let src = chunks[k];
                     out.push(Seg {
                         len: (hi - lo) as u32,
                         src,
@@ -889,7 +945,7 @@ impl Prefix {
                 }
                 Piece::Lower(i, o, n) => {
                     let hi = end.min(s + n) - s;
-                    self.lowers[*i].slice_into(o + lo, hi - lo, out, &mut remap[*i]);
+                    self.lowers[*i].slice_into(o + lo, hi - lo, out, &mut lowers[*i]);
                 }
             }
             k += 1;
@@ -1199,12 +1255,46 @@ mod tests {
         p1.push(Part::Lower(c1.clone(), 123_457, v1.len() as u64 - 123_457));
         let c2 = Composed::apply(e2.clone(), &p1);
         assert_eq!(materialise(&c2, 0, c2.len(), &chunks), v2);
-        // Only edits add stretches: far fewer than bytes.
+        // Only edits add stretches: far fewer than bytes. The plain chunk is named once
+        // at each level, however many stretches read it.
         assert!(c2.stretches() < 40, "{} stretches", c2.stretches());
+        assert!(c1.segs.iter().filter(|s| s.src & BUF == 0).count() > 1);
+        assert_eq!(c1.chunks, vec![chunk]);
+        assert_eq!(c2.chunks, vec![chunk]);
         assert_eq!(
             materialise(&c2, 199_990, 400, &chunks),
             v2[199_990..200_390]
         );
+    }
+
+    #[test]
+    fn a_stretch_is_found_from_any_segment_as_by_halving() {
+        let mut c = Composed::default();
+        let mut seed = 7u64;
+        for i in 0..300u32 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let len = 1 + (seed >> 58) as u32;
+            // Sources alternate, so no two stretches merge.
+            c.push(Seg {
+                len,
+                src: (i % 2) | BUF,
+                at: 0,
+            });
+        }
+        assert_eq!(c.stretches(), 300);
+        for from in (0..c.len()).step_by(7).chain([c.len() - 1]) {
+            let want = c.starts.partition_point(|s| *s <= from) - 1;
+            for near in (0..300).step_by(3).chain([299, 1000]) {
+                assert_eq!(
+                    c.seg_near(from, near),
+                    want,
+                    "byte {from} from segment {near}"
+                );
+            }
+        }
+        assert_eq!(Composed::default().seg_near(5, 3), 0);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::config::{Config, KdfParams};
 use crate::crypto::{Keys, MasterKey, ObjectKey, random_array};
 use crate::envelope::HEADER_LEN;
 use crate::error::{Error, Result};
-use crate::id::{BlobId, PackId, SnapshotId};
+use crate::id::{BlobId, IdMap, IdSet, PackId, SnapshotId};
 use crate::index::{Index, Location};
 use crate::keyfile;
 use crate::lock::{self, Lock};
@@ -62,19 +62,19 @@ pub struct Repo {
     /// turn, and a run's bases are often chunks of the run before).
     runs: Mutex<Vec<(BlobId, u8, RunBytes)>>,
     /// Where the plain base chunks of composed runs are (filled while composing).
-    base_locs: Mutex<HashMap<BlobId, Location>>,
+    base_locs: Mutex<IdMap<BlobId, Location>>,
     /// Plain chunks read lately to put chunks of runs together.
     plain_kept: Mutex<Vec<(BlobId, Arc<Vec<u8>>)>>,
     /// Runs composed lately (see [`Repo::compose`]).
     composed: Mutex<Vec<(BlobId, Arc<ComposedRun>)>>,
     /// Runs being composed now, each by one thread (others wanting it wait for that one).
-    composing: Mutex<HashMap<BlobId, Arc<ComposeSlot>>>,
+    composing: Mutex<IdMap<BlobId, Arc<ComposeSlot>>>,
 }
 
 /// A composed run, and where its members are in it.
 struct ComposedRun {
     run: Arc<crate::delta::Composed>,
-    members: HashMap<BlobId, (u32, u32)>,
+    members: IdMap<BlobId, (u32, u32)>,
 }
 
 /// Bytes of plain chunks a process keeps after reading them (a window's edges, which the
@@ -95,7 +95,7 @@ const MAX_SEGS: usize = 1 << 20;
 type RunBytes = Arc<Vec<u8>>;
 
 /// Decoded delta runs: depth and bytes by run id.
-type Decoded = HashMap<BlobId, (u8, RunBytes)>;
+type Decoded = IdMap<BlobId, (u8, RunBytes)>;
 
 /// Where a chunk is stored.
 enum Source {
@@ -237,9 +237,9 @@ impl Repo {
             pack_keys: Mutex::new(HashMap::new()),
             runs: Mutex::new(Vec::new()),
             composed: Mutex::new(Vec::new()),
-            composing: Mutex::new(HashMap::new()),
+            composing: Mutex::new(IdMap::default()),
             plain_kept: Mutex::new(Vec::new()),
-            base_locs: Mutex::new(HashMap::new()),
+            base_locs: Mutex::new(IdMap::default()),
         };
         if mode == Mode::Write {
             repo.sync_index()?;
@@ -432,7 +432,7 @@ impl Repo {
         // Beside runs, chunks stored on their own are read the same way: a plain chunk is
         // often both wanted itself and a base of a neighbouring run.
         let mut need: Vec<BlobId> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = IdSet::default();
         let runs = plans.iter().any(|p| p.is_some());
         for (id, s) in ids.iter().zip(&sources) {
             if runs
@@ -458,7 +458,7 @@ impl Repo {
         // others are read by the first task that needs one, while the tasks wanting the same
         // chunk wait for it (the read uses no other task, so the wait always ends).
         type Slot = std::sync::OnceLock<Option<Arc<Vec<u8>>>>;
-        let mut plain: HashMap<BlobId, Slot> = need.iter().map(|c| (*c, Slot::new())).collect();
+        let mut plain: IdMap<BlobId, Slot> = need.iter().map(|c| (*c, Slot::new())).collect();
         {
             let kept = self.plain_kept.lock().expect("not poisoned");
             for (c, d) in kept.iter() {
@@ -496,13 +496,17 @@ impl Repo {
                 Source::Member(run, off, len) => {
                     let plan = plan.expect("planned")?;
                     let mut out = Vec::with_capacity(len as usize);
+                    // Stretches of one chunk mostly alternate with literals: the chunk last
+                    // read is held, not looked up again for each.
+                    let mut held: Option<(&BlobId, Arc<Vec<u8>>)> = None;
                     for (src, at, n) in plan.run.range(off as u64, len as u64) {
-                        let chunk;
                         let buf: &[u8] = match src {
                             crate::delta::Src::Bytes(b) => b,
                             crate::delta::Src::Chunk(c) => {
-                                chunk = get(c)?;
-                                &chunk
+                                if held.as_ref().is_none_or(|(h, _)| *h != c) {
+                                    held = Some((c, get(c)?));
+                                }
+                                &held.as_ref().expect("just held").1
                             }
                         };
                         let bytes = buf.get(at..at + n as usize).ok_or_else(|| {
@@ -701,7 +705,7 @@ impl Repo {
                 }
             }
         };
-        let mut members = HashMap::with_capacity(h.members.len());
+        let mut members = IdMap::with_capacity_and_hasher(h.members.len(), Default::default());
         let mut at = 0u32;
         for (m, len) in &h.members {
             members.entry(*m).or_insert((at, *len));
@@ -769,7 +773,7 @@ impl Repo {
     /// time), then these against them. Returns each run's depth and bytes.
     fn decode_runs(&self, runs: &[BlobId], depth: u8) -> Result<Decoded> {
         use rayon::prelude::*;
-        let mut out = Decoded::new();
+        let mut out = Decoded::default();
         let mut todo = Vec::new();
         for r in runs {
             match self.cached_run(r) {
@@ -801,7 +805,7 @@ impl Repo {
             parsed.push((r, h, frame, what));
         }
         let below = match lower.is_empty() {
-            true => Decoded::new(),
+            true => Decoded::default(),
             false => self.decode_runs(&lower, lower_depth)?,
         };
         let decoded = parsed
