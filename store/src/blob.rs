@@ -102,7 +102,7 @@ pub fn encode(data: &[u8], level: i32) -> Vec<u8> {
     if level > 0 && data.len() > 64 {
         let mut out = Vec::with_capacity(data.len() / 2 + 64);
         out.push(ZSTD);
-        if let Ok(c) = zstd::bulk::compress(data, level)
+        if let Ok(c) = compress(data, level)
             && c.len() < data.len()
         {
             out.extend_from_slice(&c);
@@ -113,6 +113,41 @@ pub fn encode(data: &[u8], level: i32) -> Vec<u8> {
     out.push(RAW);
     out.extend_from_slice(data);
     out
+}
+
+thread_local! {
+    /// A compression context per thread: making one per chunk showed in profiles of a
+    /// backup.
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The shortest match zstd is to look for in `len` bytes at `level` (0: its own choice).
+/// zstd picks its parameters by input size, and for inputs of 128 to 256 KiB its levels 3 to
+/// 16 look for matches of 4 bytes, where above 256 KiB (and at 64 KiB) they look for 5.
+/// Dump chunks average 256 KiB. On 50 MB of a sysbench dump in 256 KiB blocks at level 3,
+/// 5 stored 4.8% less and decompressed at 890 MB/s instead of 576 (1,038 MB/s in 64 KiB
+/// blocks); on the shared corpus dump, 3.2% less and 1,137 instead of 925 MB/s.
+fn min_match(level: i32, len: usize) -> u32 {
+    if (3..=16).contains(&level) && (128 << 10) < len && len <= 256 << 10 {
+        5
+    } else {
+        0
+    }
+}
+
+/// `data` compressed at `level` (a zstd frame) with this thread's context.
+fn compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    use zstd::zstd_safe::CParameter;
+    COMPRESSOR.with_borrow_mut(|c| {
+        let c = match c {
+            Some(c) => c,
+            None => c.insert(zstd::bulk::Compressor::new(level)?),
+        };
+        c.set_parameter(CParameter::CompressionLevel(level))?;
+        c.set_parameter(CParameter::MinMatch(min_match(level, data.len())))?;
+        c.compress(data)
+    })
 }
 
 /// The associated data binding a blob to its id and kind.
@@ -232,4 +267,64 @@ pub fn decode(plain: &[u8], id: &BlobId, raw_len: u32, what: &str) -> Result<Vec
     };
     check_len(id, data.len(), raw_len as usize, what)?;
     Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows like a sysbench table's: ids, then digits in dashed groups.
+    fn rows(seed: u64, n: usize) -> Vec<u8> {
+        let mut x = seed;
+        let mut out = Vec::with_capacity(n + 200);
+        let mut id = 1000;
+        while out.len() < n {
+            out.extend_from_slice(format!("({id},{},'", x % 100_000).as_bytes());
+            for g in 0..10 {
+                for _ in 0..11 {
+                    x = x
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    out.push(b'0' + (x >> 60) as u8 % 10);
+                }
+                if g < 9 {
+                    out.push(b'-');
+                }
+            }
+            out.extend_from_slice(b"'),\n");
+            id += 1;
+        }
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn chunks_of_128_to_256_kib_look_for_matches_of_5_bytes_and_come_out_smaller() {
+        assert_eq!(min_match(3, 128 << 10), 0);
+        assert_eq!(min_match(3, (128 << 10) + 1), 5);
+        assert_eq!(min_match(3, 256 << 10), 5);
+        assert_eq!(min_match(3, (256 << 10) + 1), 0);
+        assert_eq!(min_match(1, 200 << 10), 0);
+        assert_eq!(min_match(19, 200 << 10), 0);
+        let data = rows(1, 200 << 10);
+        let ours = compress(&data, 3).unwrap();
+        let zstds = zstd::bulk::compress(&data, 3).unwrap();
+        assert!(
+            ours.len() < zstds.len(),
+            "{} vs {}",
+            ours.len(),
+            zstds.len()
+        );
+        // The context is reused: a chunk of another size and level after it is compressed
+        // as zstd alone would.
+        let small = rows(2, 60 << 10);
+        assert_eq!(
+            compress(&small, 5).unwrap(),
+            zstd::bulk::compress(&small, 5).unwrap()
+        );
+        for d in [&data, &small] {
+            let enc = encode(d, 3);
+            assert_eq!(decompress(&enc[1..], d.len()).unwrap(), **d);
+        }
+    }
 }
