@@ -366,9 +366,7 @@ impl<'p> ParentFile<'p> {
 fn finish_run(repo: &Repo, job: RunJob, level: i32) -> Result<EncodedRun> {
     let h = &job.header;
     let plan = crate::delta::prefix_plan(&h.bases, h.skip, h.prefix_len);
-    let ids: Vec<BlobId> = plan.iter().map(|(i, _)| h.bases[*i].0).collect();
-    let read = repo.base_chunks(&ids).into_iter().collect::<Result<_>>()?;
-    let prefix = crate::delta::assemble_prefix(&h.bases, &plan, read, "parent")?;
+    let prefix = repo.base_prefix(&h.bases, &plan)?;
     let enc = crate::delta::encode(h, &job.bytes, &prefix, job.hint, level)?;
     Ok((job.id, job.header, job.bytes.len() as u32, enc))
 }

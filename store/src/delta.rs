@@ -155,6 +155,22 @@ pub fn prefix_plan(
     plan
 }
 
+/// A prefix buffer cut into the places of the bases a [`prefix_plan`] named, in its order
+/// (the buffer must be as long as they are together), so each can be filled apart.
+pub fn places<'a>(
+    prefix: &'a mut [u8],
+    plan: &[(usize, std::ops::Range<usize>)],
+) -> Vec<&'a mut [u8]> {
+    let mut places = Vec::with_capacity(plan.len());
+    let mut rest = prefix;
+    for (_, range) in plan {
+        let (place, after) = rest.split_at_mut(range.len());
+        places.push(place);
+        rest = after;
+    }
+    places
+}
+
 /// The prefix from the bases a [`prefix_plan`] named, read in its order (each must have its
 /// listed length), as consecutive pieces: bases that lie side by side in one buffer (chunks
 /// of one decoded run) make one piece. Nothing is copied.
@@ -189,21 +205,6 @@ fn concat(pieces: &[Bytes]) -> Vec<u8> {
         out.extend_from_slice(p);
     }
     out
-}
-
-/// The prefix a run names, in one buffer: its bases as a [`prefix_plan`] named them, read
-/// in its order (see [`join_prefix`]).
-pub fn assemble_prefix(
-    bases: &[(BlobId, u32)],
-    plan: &[(usize, std::ops::Range<usize>)],
-    read: Vec<Bytes>,
-    what: &str,
-) -> Result<Bytes> {
-    let pieces = join_prefix(bases, plan, read, what)?;
-    Ok(match &pieces[..] {
-        [one] => one.clone(),
-        _ => concat(&pieces).into(),
-    })
 }
 
 /// The plaintext of a delta-run blob (compression byte first): `run` as an edit list against

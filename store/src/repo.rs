@@ -97,6 +97,62 @@ type RunBytes = Arc<Vec<u8>>;
 /// Decoded delta runs: depth and bytes by run id.
 type Decoded = IdMap<BlobId, (u8, RunBytes)>;
 
+/// The plain chunks one read needs, each read once, on any core: the first task that
+/// needs one reads it while the others wanting it wait (the read uses no other task, so the
+/// wait always ends). Neighbouring windows and prefixes share the plain chunks at their
+/// edges, so those read lately are kept in the repository and reused.
+struct PlainReads<'r> {
+    repo: &'r Repo,
+    need: Vec<BlobId>,
+    slots: IdMap<BlobId, PlainSlot>,
+}
+
+/// A plain chunk of a [`PlainReads`]: its bytes once read (`None` if that failed).
+type PlainSlot = std::sync::OnceLock<Option<Arc<Vec<u8>>>>;
+
+impl<'r> PlainReads<'r> {
+    fn new(repo: &'r Repo, need: Vec<BlobId>) -> Self {
+        let mut slots: IdMap<BlobId, PlainSlot> =
+            need.iter().map(|c| (*c, PlainSlot::new())).collect();
+        let kept = repo.plain_kept.lock().expect("not poisoned");
+        for (c, d) in kept.iter() {
+            if let Some(slot) = slots.get_mut(c) {
+                let _ = slot.set(Some(d.clone()));
+            }
+        }
+        drop(kept);
+        PlainReads { repo, need, slots }
+    }
+
+    /// Chunk `c`, read now or by another task.
+    fn get(&self, c: &BlobId) -> Result<Arc<Vec<u8>>> {
+        match self.slots.get(c) {
+            Some(slot) => match slot.get_or_init(|| self.repo.plain_chunk(c).ok()) {
+                Some(d) => Ok(d.clone()),
+                // Errors are not kept: ask again for this reader's own copy.
+                None => self.repo.plain_chunk(c),
+            },
+            None => self.repo.plain_chunk(c),
+        }
+    }
+
+    /// Keeps the chunks read in the repository, up to [`PLAIN_KEPT`] bytes, the latest.
+    fn keep(self) {
+        let mut kept = self.repo.plain_kept.lock().expect("not poisoned");
+        for c in &self.need {
+            if let Some(Some(d)) = self.slots[c].get()
+                && !kept.iter().any(|(k, _)| k == c)
+            {
+                kept.push((*c, d.clone()));
+            }
+        }
+        let mut total: usize = kept.iter().map(|(_, d)| d.len()).sum();
+        while total > PLAIN_KEPT && kept.len() > 1 {
+            total -= kept.remove(0).1.len();
+        }
+    }
+}
+
 /// Where a chunk is stored.
 enum Source {
     /// A data blob of its own.
@@ -377,11 +433,77 @@ impl Repo {
         self.chunks_below(ids, u8::MAX, true)
     }
 
-    /// Chunks to compress a new delta run against, read together like [`Repo::chunks`]. A
-    /// chunk of a run is not re-hashed: wrong bytes would only make the new run larger, since
-    /// decoding reads the same bytes and checks the result.
-    pub fn base_chunks(&self, ids: &[BlobId]) -> Vec<Result<Bytes>> {
-        self.chunks_below(ids, u8::MAX, false)
+    /// The prefix a new delta run is compressed against: bytes `plan` names of `bases`
+    /// (see [`crate::delta::prefix_plan`]), in one buffer. A base stored on its own is
+    /// copied from its decoded chunk, a base inside a run straight from the stretches its run
+    /// composes to, each place filled on any core. Bases are not re-hashed: wrong bytes would
+    /// only make the new run larger, since decoding reads the same bytes and checks the
+    /// result.
+    pub fn base_prefix(
+        &self,
+        bases: &[(BlobId, u32)],
+        plan: &[(usize, std::ops::Range<usize>)],
+    ) -> Result<Vec<u8>> {
+        use rayon::prelude::*;
+        let ids: Vec<BlobId> = plan.iter().map(|(i, _)| bases[*i].0).collect();
+        let sources = ids
+            .iter()
+            .map(|id| self.source(id))
+            .collect::<Result<Vec<_>>>()?;
+        let composed = sources
+            .iter()
+            .map(|s| match s {
+                Source::Member(run, off, len) => self.plan(run, *off, *len, u8::MAX).map(Some),
+                Source::Blob(_) => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let need = self.plain_needs(
+            ids.iter()
+                .zip(&sources)
+                .zip(&composed)
+                .map(|((id, s), c)| (id, Some(s), c.as_ref())),
+            true,
+        );
+        let reads = PlainReads::new(self, need);
+        let mut prefix = vec![0u8; plan.iter().map(|(_, r)| r.len()).sum()];
+        let places = crate::delta::places(&mut prefix, plan);
+        let filled = plan
+            .par_iter()
+            .zip(places)
+            .zip(ids.par_iter().zip(&sources).zip(&composed))
+            .try_for_each(|(((i, range), place), ((id, source), composed))| {
+                let base_len = bases[*i].1;
+                let short = || {
+                    Error::corrupt(
+                        "parent",
+                        format!("base chunk {} is not {base_len} bytes", id.short()),
+                    )
+                };
+                match (source, composed) {
+                    (Source::Member(run, off, len), Some(c)) => {
+                        if *len != base_len {
+                            return Err(short());
+                        }
+                        let mut at = 0;
+                        let from = *off as u64 + range.start as u64;
+                        self.copy_composed(c, run, from, range.len() as u64, &reads, |b| {
+                            place[at..at + b.len()].copy_from_slice(b);
+                            at += b.len();
+                        })
+                    }
+                    _ => {
+                        let data = reads.get(id)?;
+                        if data.len() != base_len as usize {
+                            return Err(short());
+                        }
+                        place.copy_from_slice(&data[range.clone()]);
+                        Ok(())
+                    }
+                }
+            });
+        reads.keep();
+        filled?;
+        Ok(prefix)
     }
 
     /// Where a chunk is: a blob of its own, or a stretch of a run.
@@ -431,60 +553,25 @@ impl Repo {
             .collect();
         // Beside runs, chunks stored on their own are read the same way: a plain chunk is
         // often both wanted itself and a base of a neighbouring run.
-        let mut need: Vec<BlobId> = Vec::new();
-        let mut seen = IdSet::default();
         let runs = plans.iter().any(|p| p.is_some());
-        for (id, s) in ids.iter().zip(&sources) {
-            if runs
-                && let Ok(Source::Blob(_)) = s
-                && seen.insert(*id)
-            {
-                need.push(*id);
-            }
-        }
-        for (source, plan) in sources.iter().zip(&plans) {
-            let (Ok(Source::Member(_, off, len)), Some(Ok(plan))) = (source, plan) else {
-                continue;
-            };
-            for (src, _, _) in plan.run.range(*off as u64, *len as u64) {
-                if let crate::delta::Src::Chunk(c) = src
-                    && seen.insert(*c)
-                {
-                    need.push(*c);
-                }
-            }
-        }
-        // Neighbouring windows share the plain chunks at their edges: those are kept. The
-        // others are read by the first task that needs one, while the tasks wanting the same
-        // chunk wait for it (the read uses no other task, so the wait always ends).
-        type Slot = std::sync::OnceLock<Option<Arc<Vec<u8>>>>;
-        let mut plain: IdMap<BlobId, Slot> = need.iter().map(|c| (*c, Slot::new())).collect();
-        {
-            let kept = self.plain_kept.lock().expect("not poisoned");
-            for (c, d) in kept.iter() {
-                if let Some(slot) = plain.get_mut(c) {
-                    let _ = slot.set(Some(d.clone()));
-                }
-            }
-        }
-        let plain = plain;
-        let get = |c: &BlobId| -> Result<Arc<Vec<u8>>> {
-            match plain.get(c) {
-                Some(slot) => match slot.get_or_init(|| self.plain_chunk(c).ok()) {
-                    Some(d) => Ok(d.clone()),
-                    // Errors are not kept: ask again for this reader's own copy.
-                    None => self.plain_chunk(c),
-                },
-                None => self.plain_chunk(c),
-            }
-        };
+        let need = self.plain_needs(
+            ids.iter().zip(&sources).zip(&plans).map(|((id, s), p)| {
+                (
+                    id,
+                    s.as_ref().ok(),
+                    p.as_ref().and_then(|p| p.as_ref().ok()),
+                )
+            }),
+            runs,
+        );
+        let reads = PlainReads::new(self, need);
         let out: Vec<Result<Bytes>> = ids
             .par_iter()
             .zip(sources)
             .zip(plans)
             .map(|((id, source), plan)| match source? {
                 Source::Blob(loc) => {
-                    let data = get(id)?;
+                    let data = reads.get(id)?;
                     if verify && self.keys.chunk_id(&data) != *id {
                         return Err(Error::corrupt(
                             format!("pack {}", loc.pack.short()),
@@ -496,44 +583,80 @@ impl Repo {
                 Source::Member(run, off, len) => {
                     let plan = plan.expect("planned")?;
                     let mut out = Vec::with_capacity(len as usize);
-                    // Stretches of one chunk mostly alternate with literals: the chunk last
-                    // read is held, not looked up again for each.
-                    let mut held: Option<(&BlobId, Arc<Vec<u8>>)> = None;
-                    for (src, at, n) in plan.run.range(off as u64, len as u64) {
-                        let buf: &[u8] = match src {
-                            crate::delta::Src::Bytes(b) => b,
-                            crate::delta::Src::Chunk(c) => {
-                                if held.as_ref().is_none_or(|(h, _)| *h != c) {
-                                    held = Some((c, get(c)?));
-                                }
-                                &held.as_ref().expect("just held").1
-                            }
-                        };
-                        let bytes = buf.get(at..at + n as usize).ok_or_else(|| {
-                            Error::corrupt(
-                                format!("delta run {}", run.short()),
-                                "a base is shorter than the run says",
-                            )
-                        })?;
-                        out.extend_from_slice(bytes);
-                    }
+                    self.copy_composed(&plan, &run, off as u64, len as u64, &reads, |b| {
+                        out.extend_from_slice(b)
+                    })?;
                     self.member(id, &run, Arc::new(out), 0, len, depth, verify)
                 }
             })
             .collect();
-        let mut kept = self.plain_kept.lock().expect("not poisoned");
-        for c in &need {
-            if let Some(Some(d)) = plain[c].get()
-                && !kept.iter().any(|(k, _)| k == c)
-            {
-                kept.push((*c, d.clone()));
+        reads.keep();
+        out
+    }
+
+    /// The plain chunks a read needs, each once: those the runs of its chunks (each given
+    /// with its source and composed run, when known) compose to, and, with `blobs`, its chunks
+    /// stored on their own.
+    fn plain_needs<'a>(
+        &self,
+        chunks: impl Iterator<Item = (&'a BlobId, Option<&'a Source>, Option<&'a Arc<ComposedRun>>)>,
+        blobs: bool,
+    ) -> Vec<BlobId> {
+        let mut need: Vec<BlobId> = Vec::new();
+        let mut seen = IdSet::default();
+        let mut members = Vec::new();
+        for (id, source, composed) in chunks {
+            match (source, composed) {
+                (Some(Source::Blob(_)), _) if blobs && seen.insert(*id) => need.push(*id),
+                (Some(Source::Member(_, off, len)), Some(c)) => members.push((*off, *len, c)),
+                _ => {}
             }
         }
-        let mut total: usize = kept.iter().map(|(_, d)| d.len()).sum();
-        while total > PLAIN_KEPT && kept.len() > 1 {
-            total -= kept.remove(0).1.len();
+        for (off, len, c) in members {
+            for (src, _, _) in c.run.range(off as u64, len as u64) {
+                if let crate::delta::Src::Chunk(c) = src
+                    && seen.insert(*c)
+                {
+                    need.push(*c);
+                }
+            }
         }
-        out
+        need
+    }
+
+    /// Bytes `from .. from + len` of `run` (composed as `c`), handed to `put` stretch by
+    /// stretch, plain chunks taken from `reads`.
+    fn copy_composed(
+        &self,
+        c: &ComposedRun,
+        run: &BlobId,
+        from: u64,
+        len: u64,
+        reads: &PlainReads,
+        mut put: impl FnMut(&[u8]),
+    ) -> Result<()> {
+        // Stretches of one chunk mostly alternate with literals: the chunk last read is
+        // held, not looked up again for each.
+        let mut held: Option<(&BlobId, Arc<Vec<u8>>)> = None;
+        for (src, at, n) in c.run.range(from, len) {
+            let buf: &[u8] = match src {
+                crate::delta::Src::Bytes(b) => b,
+                crate::delta::Src::Chunk(c) => {
+                    if held.as_ref().is_none_or(|(h, _)| *h != c) {
+                        held = Some((c, reads.get(c)?));
+                    }
+                    &held.as_ref().expect("just held").1
+                }
+            };
+            let bytes = buf.get(at..at + n as usize).ok_or_else(|| {
+                Error::corrupt(
+                    format!("delta run {}", run.short()),
+                    "a base is shorter than the run says",
+                )
+            })?;
+            put(bytes);
+        }
+        Ok(())
     }
 
     /// Gets the runs that chunks `ids` lie in ready (composed) for a later
@@ -990,13 +1113,7 @@ impl Repo {
     ) -> Result<Vec<u8>> {
         use rayon::prelude::*;
         let mut prefix = vec![0u8; h.prefix_len as usize];
-        let mut places = Vec::with_capacity(plan.len());
-        let mut rest = &mut prefix[..];
-        for (_, range) in plan {
-            let (place, after) = rest.split_at_mut(range.len());
-            places.push(place);
-            rest = after;
-        }
+        let places = crate::delta::places(&mut prefix, plan);
         plan.par_iter()
             .zip(places)
             .zip(ids.par_iter().zip(locs))
@@ -1602,12 +1719,20 @@ mod tests {
 
     /// Stores delta runs as a hostile key holder could: any header, any bases.
     fn store_runs(repo: &Repo, runs: &[(RunHeader, Vec<u8>)]) -> Vec<BlobId> {
+        let runs: Vec<_> = runs
+            .iter()
+            .map(|(h, run)| (h.clone(), run.clone(), vec![b'x'; h.prefix_len as usize]))
+            .collect();
+        store_runs_against(repo, &runs)
+    }
+
+    /// Stores delta runs, each encoded against the prefix given.
+    fn store_runs_against(repo: &Repo, runs: &[(RunHeader, Vec<u8>, Vec<u8>)]) -> Vec<BlobId> {
         let mut b = crate::pack::PackBuilder::new(&repo.keys);
         let mut ids = Vec::new();
-        for (h, run) in runs {
+        for (h, run, prefix) in runs {
             let id = repo.keys.run_id(run);
-            let plain =
-                crate::delta::encode(h, run, &vec![b'x'; h.prefix_len as usize], 0, 3).unwrap();
+            let plain = crate::delta::encode(h, run, prefix, 0, 3).unwrap();
             b.add(id, BlobKind::DeltaRun, run.len() as u32, &plain);
             ids.push(id);
         }
@@ -1633,6 +1758,35 @@ mod tests {
             Err(Error::Corrupt { .. }) => {}
             other => panic!("expected a damaged-data error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_prefix_is_put_together_from_plain_chunks_and_the_stretches_of_runs() {
+        let (_d, repo) = repo();
+        let text: Vec<u8> = (0..6000u32)
+            .flat_map(|i| format!("row {i} of the table, ").into_bytes())
+            .take(40_000)
+            .collect();
+        let p = text[..20_000].to_vec();
+        let ip = repo.store_blobs(&[(BlobKind::Data, p.clone())]).unwrap()[0];
+        // A member of a run against the plain chunk: the chunk with rows changed.
+        let mut m = p.clone();
+        m[5_000..5_010].copy_from_slice(b"0123456789");
+        m.splice(12_000..12_000, b"a row added".iter().copied());
+        let (h, run) = run_of(&repo, &m, 1, (ip, p.len() as u32));
+        store_runs_against(&repo, &[(h, run, p.clone())]);
+        let im = repo.keys.chunk_id(&m);
+        let bases = [(im, m.len() as u32), (ip, p.len() as u32)];
+        let plan = crate::delta::prefix_plan(&bases, 10, (m.len() - 10 + 1_000) as u32);
+        let prefix = repo.base_prefix(&bases, &plan).unwrap();
+        assert_eq!(prefix, [&m[10..], &p[..1_000]].concat());
+        // A base of another length than its header says is refused.
+        let wrong = [(ip, p.len() as u32 - 1)];
+        let plan = crate::delta::prefix_plan(&wrong, 0, 100);
+        assert!(matches!(
+            repo.base_prefix(&wrong, &plan),
+            Err(Error::Corrupt { .. })
+        ));
     }
 
     #[test]
