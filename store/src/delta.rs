@@ -329,11 +329,15 @@ fn anchors(b: &[u8], mut f: impl FnMut(u64, usize)) {
 }
 
 /// Anchor hashes to where they first end in the prefix: an open-addressing table of
-/// `tag << 32 | end`, sized for a load under one half. A hash map's entry API cost a third
-/// of a delta backup of the corpus dump; this costs one multiply and a probe or two.
+/// `tag << bits | end` in 32 bits (`bits` as many as the prefix's length needs, the tag the
+/// hash's top bits in the rest), sized for a load of one half. A hash map's entry API cost a
+/// third of a delta backup of the corpus dump; this costs one multiply and a probe or two.
+/// An anchor of another hash with the same tag is taken for this one now and then (one in
+/// 256 probes for an 8 MiB prefix): its bytes then differ, so no copy is made of it, and at
+/// worst a copy is missed.
 struct AnchorIndex {
-    slots: Vec<u64>,
-    shift: u32,
+    slots: Vec<u32>,
+    bits: u32,
 }
 
 /// Slots probed before an anchor is given up (lost anchors only cost compression).
@@ -341,10 +345,11 @@ const PROBES: usize = 8;
 
 impl AnchorIndex {
     fn build(prefix: &[u8]) -> Self {
-        let want = (prefix.len() / 16).max(64).next_power_of_two();
+        // Exactly sized (a power of two would have been up to twice as large, and the
+        // larger the table the more of its slots miss the caches).
         let mut index = AnchorIndex {
-            slots: vec![0; want],
-            shift: 64 - want.trailing_zeros(),
+            slots: vec![0; (prefix.len() / 16).max(64)],
+            bits: usize::BITS - prefix.len().leading_zeros(),
         };
         // Inserted in order (the first end of a hash wins), each slot fetched [`AHEAD`]
         // anchors before: the table is larger than the caches, and a miss per anchor was
@@ -382,39 +387,51 @@ impl AnchorIndex {
         let _ = h;
     }
 
+    /// The slot a hash is first looked for in: its mix scaled to the table's length.
     fn home(&self, h: u64) -> usize {
-        (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+        ((h.wrapping_mul(0x9e37_79b9_7f4a_7c15) as u128 * self.slots.len() as u128) >> 64) as usize
+    }
+
+    /// The slot after `k`, round the end.
+    fn next(&self, k: usize) -> usize {
+        if k + 1 == self.slots.len() { 0 } else { k + 1 }
+    }
+
+    /// The tag of hash `h`: its top bits, as many as `bits` leaves (a prefix is at most
+    /// [`MAX_PREFIX`] long, so at least 6).
+    fn tag(&self, h: u64) -> u32 {
+        (h >> 32 >> self.bits) as u32
     }
 
     /// Keeps the first end of each hash (a later one with the same tag is left out).
     fn insert(&mut self, h: u64, end: usize) {
-        let (tag, mask) = (h >> 32, self.slots.len() - 1);
+        let (tag, bits) = (self.tag(h), self.bits);
         let mut k = self.home(h);
         for _ in 0..PROBES {
             let v = self.slots[k];
             if v == 0 {
-                self.slots[k] = tag << 32 | end as u64;
+                self.slots[k] = tag << bits | end as u32;
                 return;
             }
-            if v >> 32 == tag {
+            if v >> bits == tag {
                 return;
             }
-            k = (k + 1) & mask;
+            k = self.next(k);
         }
     }
 
     fn get(&self, h: u64) -> Option<usize> {
-        let (tag, mask) = (h >> 32, self.slots.len() - 1);
+        let (tag, bits) = (self.tag(h), self.bits);
         let mut k = self.home(h);
         for _ in 0..PROBES {
             let v = self.slots[k];
             if v == 0 {
                 return None;
             }
-            if v >> 32 == tag {
-                return Some((v & 0xffff_ffff) as usize);
+            if v >> bits == tag {
+                return Some((v & ((1 << bits) - 1)) as usize);
             }
-            k = (k + 1) & mask;
+            k = self.next(k);
         }
         None
     }
