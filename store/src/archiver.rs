@@ -376,7 +376,7 @@ fn finish_run(repo: &Repo, job: RunJob, level: i32) -> Result<EncodedRun> {
 const RACY_NS: i64 = 2_000_000_000;
 
 /// Runs being finished on other threads may hold this many bytes (runs and prefixes) before
-/// the stream waits for the oldest.
+/// the stream waits for the oldest, unless one run alone holds them.
 const RUNS_HELD: usize = 16 << 20;
 
 /// Runs finished at once, at most (many small runs would each have a thread).
@@ -928,7 +928,9 @@ impl<'r> Archiver<'r> {
             let mut held = 0usize;
             // Ends the open run (if any): hands it to a thread of its own, then adds the runs
             // done to the pack, in order, waiting for the oldest while too much is held (or
-            // for all, at the end).
+            // for all, at the end). One run may hold more than the budget on its own: a run
+            // of 8 MiB with its prefix does, and waiting for it at once left a core idle while
+            // it was finished.
             let mut close = |this: &mut Self, run: &mut OpenRun, anchor, end: bool| -> Result<()> {
                 let mut open = std::mem::take(run);
                 // The buffer was sized for the longest run: give back what this one left.
@@ -940,7 +942,7 @@ impl<'r> Archiver<'r> {
                 }
                 while let Some((oldest, _)) = jobs.front()
                     && (end
-                        || held > RUNS_HELD
+                        || (held > RUNS_HELD && jobs.len() > 1)
                         || jobs.len() > RUNS_AT_ONCE
                         || oldest.is_finished())
                 {
