@@ -124,6 +124,16 @@ impl<'r> PlainReads<'r> {
         PlainReads { repo, need, slots }
     }
 
+    /// Reads every chunk needed, on every core, before any is asked for: a task that found
+    /// a chunk being read by another only waited, and left its core idle.
+    fn read_all(self) -> Self {
+        use rayon::prelude::*;
+        self.need.par_iter().for_each(|c| {
+            let _ = self.get(c);
+        });
+        self
+    }
+
     /// Chunk `c`, read now or by another task.
     fn get(&self, c: &BlobId) -> Result<Arc<Vec<u8>>> {
         match self.slots.get(c) {
@@ -464,7 +474,7 @@ impl Repo {
                 .map(|((id, s), c)| (id, Some(s), c.as_ref())),
             true,
         );
-        let reads = PlainReads::new(self, need);
+        let reads = PlainReads::new(self, need).read_all();
         let mut prefix = vec![0u8; plan.iter().map(|(_, r)| r.len()).sum()];
         let places = crate::delta::places(&mut prefix, plan);
         let filled = plan
@@ -564,7 +574,7 @@ impl Repo {
             }),
             runs,
         );
-        let reads = PlainReads::new(self, need);
+        let reads = PlainReads::new(self, need).read_all();
         let out: Vec<Result<Bytes>> = ids
             .par_iter()
             .zip(sources)
