@@ -438,9 +438,64 @@ impl Repo {
 
     /// [`Repo::chunk`] of many chunks, read on every core: a chunk in a run is copied
     /// together from what its run composes to (see [`Repo::compose`]), and every plain chunk
-    /// needed, for itself or as a base, is read once.
+    /// needed, for itself or as a base, is read once. Every chunk handed out is re-hashed; a
+    /// chunk read only as a base is not: wrong bases give wrong bytes, which the chunks made
+    /// of them then fail, so restoring through a chain of N runs hashes its bytes once, not
+    /// N + 1 times.
     pub fn chunks(&self, ids: &[BlobId]) -> Vec<Result<Bytes>> {
-        self.chunks_below(ids, u8::MAX, true)
+        use rayon::prelude::*;
+        let depth = u8::MAX;
+        let sources: Vec<Result<Source>> = ids.iter().map(|id| self.source(id)).collect();
+        // A chunk in a run is put together from the plain chunks and literals its run
+        // composes to: those chunks are read on every core, each once.
+        let plans: Vec<Option<Result<Arc<ComposedRun>>>> = sources
+            .iter()
+            .map(|s| match s {
+                Ok(Source::Member(run, off, len)) => Some(self.plan(run, *off, *len, depth)),
+                _ => None,
+            })
+            .collect();
+        // Beside runs, chunks stored on their own are read the same way: a plain chunk is
+        // often both wanted itself and a base of a neighbouring run.
+        let runs = plans.iter().any(|p| p.is_some());
+        let need = self.plain_needs(
+            ids.iter().zip(&sources).zip(&plans).map(|((id, s), p)| {
+                (
+                    id,
+                    s.as_ref().ok(),
+                    p.as_ref().and_then(|p| p.as_ref().ok()),
+                )
+            }),
+            runs,
+        );
+        let reads = PlainReads::new(self, need).read_all();
+        let out: Vec<Result<Bytes>> = ids
+            .par_iter()
+            .zip(sources)
+            .zip(plans)
+            .map(|((id, source), plan)| match source? {
+                Source::Blob(loc) => {
+                    let data = reads.get(id)?;
+                    if self.keys.chunk_id(&data) != *id {
+                        return Err(Error::corrupt(
+                            format!("pack {}", loc.pack.short()),
+                            format!("blob {} does not hash to its id", id.short()),
+                        ));
+                    }
+                    Ok(Bytes::whole(data))
+                }
+                Source::Member(run, off, len) => {
+                    let plan = plan.expect("planned")?;
+                    let mut out = Vec::with_capacity(len as usize);
+                    self.copy_composed(&plan, &run, off as u64, len as u64, &reads, |b| {
+                        out.extend_from_slice(b)
+                    })?;
+                    self.member(id, &run, Arc::new(out), 0, len, depth, true)
+                }
+            })
+            .collect();
+        reads.keep();
+        out
     }
 
     /// The prefix a new delta run is compressed against: bytes `plan` names of `bases`
@@ -530,78 +585,6 @@ impl Repo {
                 "not in the index (its pack is missing; try `cairn index rebuild`)",
             )),
         }
-    }
-
-    /// [`Repo::chunks`], refusing chunks in runs deeper than `depth` (a run's bases must be
-    /// shallower than the run, which is what ends every chain, also in a hostile one). Chunks
-    /// are re-hashed only when `verify` says so. A chunk read as a base needs no hash of its
-    /// own: decoding with wrong bases gives wrong bytes, which the chunks handed out of the
-    /// decoded run then fail (each is re-hashed), so restoring through a chain of N runs
-    /// hashes its bytes once, not N + 1 times.
-    fn chunks_below(&self, ids: &[BlobId], depth: u8, verify: bool) -> Vec<Result<Bytes>> {
-        let sources: Vec<Result<Source>> = ids.iter().map(|id| self.source(id)).collect();
-        self.chunks_from(ids, sources, depth, verify)
-    }
-
-    /// [`Repo::chunks_below`] of chunks already located.
-    fn chunks_from(
-        &self,
-        ids: &[BlobId],
-        sources: Vec<Result<Source>>,
-        depth: u8,
-        verify: bool,
-    ) -> Vec<Result<Bytes>> {
-        use rayon::prelude::*;
-        // A chunk in a run is put together from the plain chunks and literals its run
-        // composes to: those chunks are read on every core, each once.
-        let plans: Vec<Option<Result<Arc<ComposedRun>>>> = sources
-            .iter()
-            .map(|s| match s {
-                Ok(Source::Member(run, off, len)) => Some(self.plan(run, *off, *len, depth)),
-                _ => None,
-            })
-            .collect();
-        // Beside runs, chunks stored on their own are read the same way: a plain chunk is
-        // often both wanted itself and a base of a neighbouring run.
-        let runs = plans.iter().any(|p| p.is_some());
-        let need = self.plain_needs(
-            ids.iter().zip(&sources).zip(&plans).map(|((id, s), p)| {
-                (
-                    id,
-                    s.as_ref().ok(),
-                    p.as_ref().and_then(|p| p.as_ref().ok()),
-                )
-            }),
-            runs,
-        );
-        let reads = PlainReads::new(self, need).read_all();
-        let out: Vec<Result<Bytes>> = ids
-            .par_iter()
-            .zip(sources)
-            .zip(plans)
-            .map(|((id, source), plan)| match source? {
-                Source::Blob(loc) => {
-                    let data = reads.get(id)?;
-                    if verify && self.keys.chunk_id(&data) != *id {
-                        return Err(Error::corrupt(
-                            format!("pack {}", loc.pack.short()),
-                            format!("blob {} does not hash to its id", id.short()),
-                        ));
-                    }
-                    Ok(Bytes::whole(data))
-                }
-                Source::Member(run, off, len) => {
-                    let plan = plan.expect("planned")?;
-                    let mut out = Vec::with_capacity(len as usize);
-                    self.copy_composed(&plan, &run, off as u64, len as u64, &reads, |b| {
-                        out.extend_from_slice(b)
-                    })?;
-                    self.member(id, &run, Arc::new(out), 0, len, depth, verify)
-                }
-            })
-            .collect();
-        reads.keep();
-        out
     }
 
     /// The plain chunks a read needs, each once: those the runs of its chunks (each given
@@ -895,7 +878,7 @@ impl Repo {
     }
 
     /// The bytes of a delta run at most `depth` deep, decoded (and kept for the next reads)
-    /// but not re-hashed: see [`Repo::chunks_below`].
+    /// but not re-hashed: see [`Repo::chunks`].
     fn run_below(&self, id: &BlobId, depth: u8) -> Result<Arc<Vec<u8>>> {
         let mut d = self.decode_runs(std::slice::from_ref(id), depth)?;
         Ok(d.remove(id).expect("decoded").1)
