@@ -1027,7 +1027,11 @@ impl<'r> Archiver<'r> {
                 depth = depth.max(self.chunk_depth(&p.id)?);
             }
         }
-        if hi <= lo || depth >= d.chain_max || last - first > crate::delta::MAX_BASES {
+        // Where the parent ends before half the run (a dump that grew, or whose parent was
+        // another, smaller one), most of the run has nothing to be copied from: as a run it
+        // would be literals, no smaller than its chunks and costly to keep composed.
+        let short = hi <= lo || (hi - lo) * 2 < run_len;
+        if short || depth >= d.chain_max || last - first > crate::delta::MAX_BASES {
             // A re-base: these chunks are stored whole, and chains through them end here.
             let mut at = 0usize;
             let chunks: Vec<&[u8]> = run

@@ -105,6 +105,28 @@ fn dump_revisions_are_stored_as_delta_runs_and_restore_exactly() {
 }
 
 #[test]
+fn a_dump_much_longer_than_its_parent_is_stored_as_chunks_past_the_parents_end() {
+    let f = Fixture::new();
+    let (small, large) = (dump(0, 20_000), dump(1, 200_000));
+    backup_dump(&f, &small, "r0");
+    backup_dump(&f, &large, "r1");
+    // Past the parent's end a run would be literals only: those chunks are stored whole,
+    // and only about the parent's length goes into runs.
+    let s = stats(&f);
+    let in_runs = s["repository"]["delta_run_bytes"].as_u64().unwrap();
+    assert!(
+        in_runs < 3 * small.len() as u64,
+        "{in_runs} bytes in runs for a parent of {} and a dump of {}",
+        small.len(),
+        large.len()
+    );
+    let out = dumped(&f, "db@r1");
+    assert_ok(&out);
+    assert!(out.stdout == large, "r1 came back different");
+    assert_check_ok(&f, true, "with a dump longer than its parent");
+}
+
+#[test]
 fn forget_and_prune_keep_the_bases_delta_runs_need() {
     let f = Fixture::small_packs();
     let revs = three_revisions(&f);
