@@ -1021,16 +1021,16 @@ impl<'r> Archiver<'r> {
             .min(lo + crate::delta::MAX_PREFIX as u64);
         let first = starts.partition_point(|s| *s <= lo).saturating_sub(1);
         let last = starts.partition_point(|s| *s < hi);
-        let mut depth = 0u8;
-        if hi > lo {
-            for p in &parts[first..last] {
-                depth = depth.max(self.chunk_depth(&p.id)?);
-            }
-        }
         // Where the parent ends before half the run (a dump that grew, or whose parent was
         // another, smaller one), most of the run has nothing to be copied from: as a run it
         // would be literals, no smaller than its chunks and costly to keep composed.
         let short = hi <= lo || (hi - lo) * 2 < run_len;
+        let mut depth = 0u8;
+        if !short {
+            for p in &parts[first..last] {
+                depth = depth.max(self.chunk_depth(&p.id)?);
+            }
+        }
         if short || depth >= d.chain_max || last - first > crate::delta::MAX_BASES {
             // A re-base: these chunks are stored whole, and chains through them end here.
             let mut at = 0usize;

@@ -721,7 +721,9 @@ impl Composed {
 
     /// The index of the segment holding byte `from` (or the first one).
     fn seg_at(&self, from: u64) -> usize {
-        self.seg_near(from, 0)
+        self.starts
+            .partition_point(|s| *s <= from)
+            .saturating_sub(1)
     }
 
     /// [`Composed::seg_at`], searched outwards from segment `near`: the copies of a run's

@@ -97,10 +97,11 @@ type RunBytes = Arc<Vec<u8>>;
 /// Decoded delta runs: depth and bytes by run id.
 type Decoded = IdMap<BlobId, (u8, RunBytes)>;
 
-/// The plain chunks one read needs, each read once, on any core: the first task that
-/// needs one reads it while the others wanting it wait (the read uses no other task, so the
-/// wait always ends). Neighbouring windows and prefixes share the plain chunks at their
-/// edges, so those read lately are kept in the repository and reused.
+/// The plain chunks one read needs, each read once: all together on every core
+/// ([`PlainReads::read_all`]), or, for one not read that way, by the first task that needs
+/// it while the others wanting it wait (the read uses no other task, so the wait always
+/// ends). Neighbouring windows and prefixes share the plain chunks at their edges, so those
+/// read lately are kept in the repository and reused.
 struct PlainReads<'r> {
     repo: &'r Repo,
     need: Vec<BlobId>,
@@ -458,7 +459,7 @@ impl Repo {
         // Beside runs, chunks stored on their own are read the same way: a plain chunk is
         // often both wanted itself and a base of a neighbouring run.
         let runs = plans.iter().any(|p| p.is_some());
-        let need = self.plain_needs(
+        let need = Self::plain_needs(
             ids.iter().zip(&sources).zip(&plans).map(|((id, s), p)| {
                 (
                     id,
@@ -522,7 +523,7 @@ impl Repo {
                 Source::Blob(_) => Ok(None),
             })
             .collect::<Result<Vec<_>>>()?;
-        let need = self.plain_needs(
+        let need = Self::plain_needs(
             ids.iter()
                 .zip(&sources)
                 .zip(&composed)
@@ -591,7 +592,6 @@ impl Repo {
     /// with its source and composed run, when known) compose to, and, with `blobs`, its chunks
     /// stored on their own.
     fn plain_needs<'a>(
-        &self,
         chunks: impl Iterator<Item = (&'a BlobId, Option<&'a Source>, Option<&'a Arc<ComposedRun>>)>,
         blobs: bool,
     ) -> Vec<BlobId> {

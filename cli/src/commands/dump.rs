@@ -39,9 +39,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     // Chunks are written straight to file descriptor 1, not through `Stdout`: that one
     // buffers by lines, so each write was searched for its last newline (an SQL dump has
     // millions) and its tail copied. A few small chunks still go out together.
-    let stdout = std::io::stdout();
-    let _held = stdout.lock();
-    let fd = stdout.as_fd().try_clone_to_owned()?;
+    let fd = std::io::stdout().as_fd().try_clone_to_owned()?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::from(fd));
     restorer::write_parts(&repo, &parts, &mut out, &a.path, &Quiet)?;
     out.flush()?;
