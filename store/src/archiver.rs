@@ -338,16 +338,28 @@ struct ParentFile<'p> {
     starts: Vec<u64>,
     len: u64,
     first: HashMap<BlobId, usize>,
+    /// Every part holding a chunk that occurs more than once (a dump repeats blocks), in
+    /// order.
+    repeats: HashMap<BlobId, Vec<usize>>,
 }
 
 impl<'p> ParentFile<'p> {
     fn new(parts: &'p [Part]) -> Self {
         let mut starts = Vec::with_capacity(parts.len());
         let mut first = HashMap::new();
+        let mut repeats: HashMap<BlobId, Vec<usize>> = HashMap::new();
         let mut at = 0u64;
         for (i, p) in parts.iter().enumerate() {
             starts.push(at);
-            first.entry(p.id).or_insert(i);
+            match first.entry(p.id) {
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(i);
+                }
+                std::collections::hash_map::Entry::Occupied(e) => repeats
+                    .entry(p.id)
+                    .or_insert_with(|| vec![*e.get()])
+                    .push(i),
+            }
             at += p.len as u64;
         }
         ParentFile {
@@ -355,7 +367,21 @@ impl<'p> ParentFile<'p> {
             starts,
             len: at,
             first,
+            repeats,
         }
+    }
+
+    /// The part holding chunk `id` that starts nearest to offset `near`.
+    fn nearest(&self, id: &BlobId, near: u64) -> Option<usize> {
+        let Some(all) = self.repeats.get(id) else {
+            return self.first.get(id).copied();
+        };
+        let k = all.partition_point(|&i| self.starts[i] < near);
+        [k.checked_sub(1), (k < all.len()).then_some(k)]
+            .into_iter()
+            .flatten()
+            .map(|j| all[j])
+            .min_by_key(|&i| self.starts[i].abs_diff(near))
     }
 }
 
@@ -967,7 +993,10 @@ impl<'r> Archiver<'r> {
                             id,
                             len: len as u32,
                         });
-                        if let Some(&i) = parent.first.get(&id) {
+                        // Where the chunk would be in the parent if nothing moved: of the
+                        // chunks that occur more than once, the nearest copy is this one.
+                        let near = anchor.1 + (total - anchor.0);
+                        if let Some(i) = parent.nearest(&id, near) {
                             anchor = (total + len, parent.starts[i] + parent.parts[i].len as u64);
                         }
                     } else {

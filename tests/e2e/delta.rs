@@ -104,6 +104,52 @@ fn dump_revisions_are_stored_as_delta_runs_and_restore_exactly() {
     assert!(out.stdout == revs[2]);
 }
 
+/// Text of `n` bytes, the same for the same `seed`, that chunks into several chunks.
+fn block(seed: u64, n: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n + 64);
+    let mut x = seed | 1;
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(format!("INSERT INTO b VALUES ({x},'{}');\n", x % 9973).as_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+#[test]
+fn a_run_after_a_block_the_dump_repeats_is_put_against_the_nearest_copy() {
+    // The same block (a table copied whole, say) at two places: its chunks occur twice in
+    // the parent. The run after the second must be put against what follows the second.
+    let f = Fixture::new();
+    let repeated = block(7, 2 << 20);
+    let version = |rev: u64| {
+        let mut d = block(1, 1 << 20);
+        d.extend_from_slice(&repeated);
+        d.extend_from_slice(&block(2, 3 << 20));
+        d.extend_from_slice(&repeated);
+        // Every row after it changes (its first bytes too, so the chunk after the block is new).
+        let rows = dump(rev, 50_000);
+        d.extend_from_slice(&rows[..rows.len().min(3 << 20)]);
+        d
+    };
+    let (r0, r1) = (version(0), version(1));
+    let first = backup_dump(&f, &r0, "r0")["summary"]["added_bytes"]
+        .as_u64()
+        .unwrap();
+    let next = backup_dump(&f, &r1, "r1")["summary"]["added_bytes"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        next * 10 < first,
+        "the next version added {next} bytes, the first {first}"
+    );
+    let out = dumped(&f, "db@r1");
+    assert_ok(&out);
+    assert!(out.stdout == r1, "r1 came back different");
+}
+
 #[test]
 fn a_dump_much_longer_than_its_parent_is_stored_as_chunks_past_the_parents_end() {
     let f = Fixture::new();
