@@ -909,6 +909,8 @@ impl<'r> Archiver<'r> {
         let mut total = 0u64;
         // (offset in the new stream, offset in the parent) just after the last shared chunk.
         let mut anchor = (0u64, 0u64);
+        // Chunks of the parent met in this stream.
+        let mut met: HashSet<BlobId> = HashSet::new();
         let mut run = OpenRun::default();
         let run_max = self.repo.config().delta.map_or(0, |d| d.run_max) as u64;
         let level = self.repo.config().delta.map_or(3, |d| d.level);
@@ -994,9 +996,15 @@ impl<'r> Archiver<'r> {
                             len: len as u32,
                         });
                         // Where the chunk would be in the parent if nothing moved: of the
-                        // chunks that occur more than once, the nearest copy is this one.
+                        // chunks that occur more than once, the nearest copy is this one. A
+                        // chunk met before in this stream is in a block the stream repeats,
+                        // and its only copy in the parent, if far, is the other block's:
+                        // that moves nothing.
                         let near = anchor.1 + (total - anchor.0);
-                        if let Some(i) = parent.nearest(&id, near) {
+                        let again = !met.insert(id);
+                        if let Some(i) = parent.nearest(&id, near)
+                            && (!again || parent.starts[i].abs_diff(near) <= run_max)
+                        {
                             anchor = (total + len, parent.starts[i] + parent.parts[i].len as u64);
                         }
                     } else {
