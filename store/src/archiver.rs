@@ -913,6 +913,7 @@ impl<'r> Archiver<'r> {
         let mut met: HashSet<BlobId> = HashSet::new();
         let mut run = OpenRun::default();
         let run_max = self.repo.config().delta.map_or(0, |d| d.run_max) as u64;
+        let slack = self.repo.config().delta.map_or(0, |d| d.slack) as u64;
         let level = self.repo.config().delta.map_or(3, |d| d.level);
         // A read error ends the stream, but what was read is still stored as usual: its
         // chunks already count as stored for this backup.
@@ -998,12 +999,12 @@ impl<'r> Archiver<'r> {
                         // Where the chunk would be in the parent if nothing moved: of the
                         // chunks that occur more than once, the nearest copy is this one. A
                         // chunk met before in this stream is in a block the stream repeats,
-                        // and its only copy in the parent, if far, is the other block's:
-                        // that moves nothing.
+                        // and its only copy in the parent, if further than a run's prefix
+                        // reaches, is the other block's: that moves nothing.
                         let near = anchor.1 + (total - anchor.0);
                         let again = !met.insert(id);
                         if let Some(i) = parent.nearest(&id, near)
-                            && (!again || parent.starts[i].abs_diff(near) <= run_max)
+                            && (!again || parent.starts[i].abs_diff(near) <= slack)
                         {
                             anchor = (total + len, parent.starts[i] + parent.parts[i].len as u64);
                         }
