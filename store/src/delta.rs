@@ -1008,6 +1008,26 @@ pub fn edits(body: Body, h: &RunHeader, what: &str) -> Result<Option<Edits>> {
     Edits::from_bytes(&raw, h.run_len(), h.prefix_len, what).map(Some)
 }
 
+/// How many edits a version 2 body holds (`None` for version 1, or a frame that does not
+/// start with a count), read from the start of its frame alone.
+pub fn edit_count(body: Body) -> Option<u64> {
+    use std::io::Read;
+    let Body::Edits(frame) = body else {
+        return None;
+    };
+    let mut d = zstd::stream::read::Decoder::with_buffer(frame).ok()?;
+    let mut head = [0u8; 10];
+    let mut n = 0;
+    while n < head.len() {
+        match d.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(_) => return None,
+        }
+    }
+    varint(&mut &head[..n])
+}
+
 /// Decodes a run's body against its prefix, given as consecutive pieces (joined only for a
 /// version 1 frame, which needs them in one buffer); checks the length.
 pub fn decode(body: Body, h: &RunHeader, prefix: &[Bytes], what: &str) -> Result<Vec<u8>> {
@@ -1167,6 +1187,24 @@ mod tests {
         // The same prefix in pieces, split anywhere.
         let pieces: Vec<Bytes> = old.chunks(333_333).map(|c| c.to_vec().into()).collect();
         assert_eq!(decode(body, &h, &pieces, "t").unwrap(), new);
+    }
+
+    #[test]
+    fn the_edit_count_is_read_from_the_start_of_the_frame() {
+        let old = text(3, 1 << 20);
+        let mut new = old.clone();
+        for i in (0..new.len()).step_by(300) {
+            new[i] = b'#';
+        }
+        let h = header(&new, &old);
+        let enc = encode(&h, &new, &old, 0, 3).unwrap();
+        let (_, body) = parse(&enc, "t").unwrap();
+        let n = edits(body, &h, "t").unwrap().unwrap().edits.len() as u64;
+        assert!(n > 3000, "{n} edits");
+        assert_eq!(edit_count(body), Some(n));
+        // A version 1 frame has no count, and a damaged one gives none.
+        assert_eq!(edit_count(Body::Frame(body.bytes())), None);
+        assert_eq!(edit_count(Body::Edits(b"not a zstd frame")), None);
     }
 
     #[test]

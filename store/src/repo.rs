@@ -990,6 +990,33 @@ impl Repo {
         Ok(crate::delta::parse(&enc, &what)?.0)
     }
 
+    /// How many runs a read of run `id` goes through, itself included: 1 + the most of any
+    /// run holding one of its bases. At most its depth, which counts revisions: a run over a
+    /// dense one skips a level (see `archiver.rs`). `memo` keeps the answers.
+    pub fn run_levels(&self, id: &BlobId, memo: &mut IdMap<BlobId, u8>) -> Result<u8> {
+        if let Some(l) = memo.get(id) {
+            return Ok(*l);
+        }
+        let (enc, what) = self.read_encoded(id)?;
+        let h = crate::delta::parse(&enc, &what)?.0;
+        let mut below = 0u8;
+        for run in self.base_runs(&h)? {
+            // Bases lie in shallower runs, so this ends (a hostile loop fails here).
+            check_depth(&run, &self.run_header(&run)?, h.depth - 1, &what)?;
+            below = below.max(self.run_levels(&run, memo)?);
+        }
+        let levels = below + 1;
+        memo.insert(*id, levels);
+        Ok(levels)
+    }
+
+    /// [`Repo::run_header`], and how many edits the run holds (`None` for a version 1 run).
+    pub fn run_header_edits(&self, id: &BlobId) -> Result<(crate::delta::RunHeader, Option<u64>)> {
+        let (enc, what) = self.read_encoded(id)?;
+        let (h, body) = crate::delta::parse(&enc, &what)?;
+        Ok((h, crate::delta::edit_count(body)))
+    }
+
     /// Decodes a delta run from its plaintext: its bases first (each shallower than `depth`
     /// allows), then the run against them; checks it hashes to `id`.
     pub fn decode_run(

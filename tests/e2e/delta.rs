@@ -91,6 +91,11 @@ fn dump_revisions_are_stored_as_delta_runs_and_restore_exactly() {
         s["repository"]["max_chain_depth"].as_u64().unwrap() >= 2,
         "{s}"
     );
+    // A few rows change between revisions: each run is read through the runs below it.
+    assert_eq!(
+        s["repository"]["max_read_levels"], s["repository"]["max_chain_depth"],
+        "{s}"
+    );
     for (r, want) in revs.iter().enumerate() {
         let out = dumped(&f, &format!("db@r{r}"));
         assert_ok(&out);
@@ -176,6 +181,71 @@ fn a_run_after_a_block_the_dump_repeats_is_put_against_the_nearest_copy() {
     let out = dumped(&f, "db@r3");
     assert_ok(&out);
     assert!(out.stdout == r3, "r3 came back different");
+}
+
+/// A dump in which every row changes in every revision (a counter in each, as a table of
+/// sessions or statistics has).
+fn dense_dump(rev: u64, rows: u64) -> Vec<u8> {
+    let mut out = b"-- dump\nCREATE TABLE s (id INT, hits INT, note TEXT);\n".to_vec();
+    for i in 0..rows {
+        out.extend_from_slice(
+            format!(
+                "INSERT INTO s VALUES ({i},{},'customer {} of region {} since {} on plan {}');\n",
+                (i * 2_654_435_761 + rev * 40_503) % 1_000_000_007,
+                i * 7919 % 10007,
+                i % 97,
+                2000 + i % 25,
+                ["basic", "plus", "pro"][i as usize % 3]
+            )
+            .as_bytes(),
+        );
+    }
+    out
+}
+
+#[test]
+fn a_run_over_a_dense_run_is_based_on_what_that_run_was_based_on() {
+    let f = Fixture::new();
+    let revs: Vec<Vec<u8>> = (0..5).map(|r| dense_dump(r, 80_000)).collect();
+    let mut added = Vec::new();
+    for (r, d) in revs[..4].iter().enumerate() {
+        let v = backup_dump(&f, d, &format!("r{r}"));
+        added.push(v["summary"]["added_bytes"].as_u64().unwrap());
+    }
+    // Reading r3 goes through one run, not three, yet the depth still counts revisions (so
+    // the chain still ends at `chain_max`)...
+    let s = stats(&f);
+    assert_eq!(s["repository"]["max_chain_depth"], 3, "{s}");
+    assert_eq!(s["repository"]["max_read_levels"], 1, "{s}");
+    // ...and a run reaches back three revisions at most: r4 is based on r3.
+    let v = backup_dump(&f, &revs[4], "r4");
+    added.push(v["summary"]["added_bytes"].as_u64().unwrap());
+    let s = stats(&f);
+    assert_eq!(s["repository"]["max_chain_depth"], 4, "{s}");
+    assert_eq!(s["repository"]["max_read_levels"], 2, "{s}");
+    // Each revision still costs a fraction of the first.
+    for r in 1..5 {
+        assert!(
+            added[r] * 3 < added[0],
+            "revision {r} added {} bytes, the first {}",
+            added[r],
+            added[0]
+        );
+    }
+    for (r, want) in revs.iter().enumerate() {
+        let out = dumped(&f, &format!("db@r{r}"));
+        assert_ok(&out);
+        assert!(out.stdout == *want, "revision {r} came back different");
+    }
+    assert_check_ok(&f, true, "with dense runs");
+    // Prune keeps the bases the runs name, though the runs between are gone.
+    assert_ok(&f.run(&["forget", "db@r1", "db@r2", "--prune", "--max-unused", "0"]));
+    for r in [3, 4] {
+        let out = dumped(&f, &format!("db@r{r}"));
+        assert_ok(&out);
+        assert!(out.stdout == revs[r], "r{r} lost bytes after prune");
+    }
+    assert_check_ok(&f, true, "with dense runs, after prune");
 }
 
 #[test]

@@ -73,10 +73,13 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
             _ => {}
         }
     })?;
-    // How deep the delta chains are: restoring a byte decodes at most this many runs.
+    // How deep the delta chains are, in revisions since their bytes were stored whole, and
+    // how many runs a read goes through (fewer where dense runs skipped a level).
     let mut depths = [0u64; 256];
+    let (mut max_levels, mut memo) = (0u8, Default::default());
     for r in &runs {
         depths[repo.run_header(r)?.depth as usize] += 1;
+        max_levels = max_levels.max(repo.run_levels(r, &mut memo)?);
     }
     let max_depth = depths.iter().rposition(|n| *n > 0).unwrap_or(0);
     let tree_blobs = indexed_blobs - data_blobs - runs.len() as u64;
@@ -114,7 +117,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
                 "snapshots": all.len(), "packs": packs.len(), "pack_bytes": pack_bytes,
                 "blobs": indexed_blobs, "data_blobs": data_blobs, "tree_blobs": tree_blobs,
                 "delta_runs": runs.len(), "delta_run_bytes": run_raw, "delta_stored_bytes": run_stored,
-                "max_chain_depth": max_depth,
+                "max_chain_depth": max_depth, "max_read_levels": max_levels,
                 "runs_by_depth": depths.iter().enumerate().filter(|(_, n)| **n > 0).map(|(d, n)| (d.to_string(), *n)).collect::<BTreeMap<_, _>>(),
                 "logical_bytes": logical_all, "used": used, "unused_bytes": unused, "overhead_bytes": overhead,
                 "dedup_ratio": ratio(logical_all, used.raw), "compression_ratio": ratio(used.raw, used.stored),
@@ -140,10 +143,12 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     );
     if !runs.is_empty() {
         println!(
-            "  delta runs: {} of data stored in {}; chains at most {} deep",
+            "  delta runs: {} of data stored in {}; chains at most {} revisions deep, read \
+             through at most {} runs",
             ui::size(run_raw),
             ui::size(run_stored),
-            max_depth
+            max_depth,
+            max_levels
         );
     }
     println!(
