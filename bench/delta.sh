@@ -27,6 +27,12 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
+# Checked before the 20 minutes of MariaDB work, not after.
+if [ -n "$corpus" ] && ! compgen -G "$corpus/db/*.sql" > /dev/null; then
+  echo "bench/delta.sh: no dumps in $corpus/db/ (--corpus takes the directory" \
+    "make_corpus.py wrote, the one holding db/)" >&2
+  exit 2
+fi
 need=()
 command -v sysbench > /dev/null || need+=(sysbench)
 command -v mariadbd > /dev/null || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
