@@ -334,9 +334,8 @@ struct RunJob {
 /// A run of the parent's, as a new run based on it sees it.
 struct ParentRun {
     depth: u8,
-    /// Whether a new run over it is based on its own bases instead: it is dense (see
-    /// [`DENSE_EDIT`]) and reaches back fewer than [`DENSE_REACH`] revisions.
-    skipped: bool,
+    /// Whether it is dense (see [`DENSE_EDIT`]).
+    dense: bool,
     len: u64,
     bases: Vec<(BlobId, u32)>,
     skip: u32,
@@ -932,18 +931,9 @@ impl<'r> Archiver<'r> {
         }
         let (h, edits) = self.repo.run_header_edits(run)?;
         let len = h.run_len();
-        let mut skipped = edits.is_some_and(|n| n * DENSE_EDIT > len);
-        if skipped {
-            // How many revisions back its bases are: its depth less theirs.
-            let mut below = 0;
-            for (i, _) in crate::delta::prefix_plan(&h.bases, h.skip, h.prefix_len) {
-                below = below.max(self.chunk_depth(&h.bases[i].0)?);
-            }
-            skipped = h.depth.saturating_sub(below) < DENSE_REACH;
-        }
         let r = std::sync::Arc::new(ParentRun {
             depth: h.depth,
-            skipped,
+            dense: edits.is_some_and(|n| n.saturating_mul(DENSE_EDIT) >= len),
             len,
             bases: h.bases,
             skip: h.skip,
@@ -978,7 +968,7 @@ impl<'r> Archiver<'r> {
                 PART_IN_RUN => match self.repo.index().member(&p.id)? {
                     Some((run, off, _)) => {
                         let r = self.parent_run(&run)?;
-                        r.skipped.then_some((run, off, r))
+                        r.dense.then_some((run, off, r))
                     }
                     None => None,
                 },
@@ -1028,8 +1018,22 @@ impl<'r> Archiver<'r> {
                 }
                 base_at = base_end;
             }
-            let Some(first_at) = first_at else {
-                // Its prefix held nothing there (it was shorter than the run): keep the part.
+            // How many revisions back the bases taken are: the run's depth less theirs (read
+            // from their headers, not followed down: a chain that loops cannot loop here).
+            let mut below = 0u8;
+            for base in &bases {
+                if let Some((r, _, _)) = self.repo.index().member(&base.0)? {
+                    below = below.max(match self.parent_runs.get(&r) {
+                        Some(p) => p.depth,
+                        None => self.repo.run_header(&r)?.depth,
+                    });
+                }
+            }
+            let reach = r.depth.saturating_sub(below);
+            let Some(first_at) = first_at.filter(|_| reach > 0 && reach < DENSE_REACH) else {
+                // Its prefix held nothing there (it was shorter than the run), or the bases
+                // are too many revisions back (or not shallower, in a damaged index): keep
+                // the part.
                 from_part(&mut hint, &mut pieces);
                 k += 1;
                 continue;
@@ -1101,7 +1105,7 @@ impl<'r> Archiver<'r> {
         let mut total = 0u64;
         // (offset in the new stream, offset in the parent) just after the last shared chunk.
         let mut anchor = (0u64, 0u64);
-        // Chunks of the parent met in this stream.
+        // Chunks already stored that were met in this stream.
         let mut met: HashSet<BlobId> = HashSet::new();
         let mut run = OpenRun::default();
         let run_max = self.repo.config().delta.map_or(0, |d| d.run_max) as u64;
@@ -1194,7 +1198,7 @@ impl<'r> Archiver<'r> {
                         // and its only copy in the parent, if further than a run's prefix
                         // reaches, is the other block's: that moves nothing.
                         let near = anchor.1 + (total - anchor.0);
-                        let again = !met.insert(id);
+                        let again = !met.insert(id) && !parent.repeats.contains_key(&id);
                         if let Some(i) = parent.nearest(&id, near)
                             && (!again || parent.starts[i].abs_diff(near) <= slack)
                         {

@@ -134,7 +134,7 @@ fn a_run_after_a_block_the_dump_repeats_is_put_against_the_nearest_copy() {
         d.extend_from_slice(&repeated);
         d.extend_from_slice(&block(2, 3 << 20));
         d.extend_from_slice(&repeated);
-        // Every row after it changes (its first bytes too, so the chunk after the block is new).
+        // Rows after it change (one in 97), so the chunks after the block are new.
         let rows = dump(rev, 50_000);
         d.extend_from_slice(&rows[..rows.len().min(3 << 20)]);
         d
