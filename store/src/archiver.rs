@@ -394,14 +394,9 @@ impl<'p> ParentFile<'p> {
         let mut at = 0u64;
         for (i, p) in parts.iter().enumerate() {
             starts.push(at);
-            match first.entry(p.id) {
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(i);
-                }
-                std::collections::hash_map::Entry::Occupied(e) => repeats
-                    .entry(p.id)
-                    .or_insert_with(|| vec![*e.get()])
-                    .push(i),
+            let f = *first.entry(p.id).or_insert(i);
+            if f != i {
+                repeats.entry(p.id).or_insert_with(|| vec![f]).push(i);
             }
             at += p.len as u64;
         }
@@ -952,9 +947,13 @@ impl<'r> Archiver<'r> {
         &mut self,
         parent: &ParentFile,
         range: std::ops::Range<usize>,
+        members: &[Option<(BlobId, u32)>],
         (lo, hi, pred): (u64, u64, u64),
         slack: u64,
     ) -> Result<Option<DensePrefix>> {
+        // A part stored inside a run, and where.
+        let member =
+            |k: usize| members[k - range.start].filter(|_| parent.parts[k].kind == PART_IN_RUN);
         // The new prefix as pieces: the bases each takes whole, and the bytes of their
         // concatenation it wants. Where the run is expected: a piece and an offset in it.
         let mut pieces: Vec<Piece> = Vec::new();
@@ -964,15 +963,12 @@ impl<'r> Archiver<'r> {
         while k < range.end {
             let (p, at) = (&parent.parts[k], parent.starts[k]);
             let end_k = at + p.len as u64;
-            let over = match p.kind {
-                PART_IN_RUN => match self.repo.index().member(&p.id)? {
-                    Some((run, off, _)) => {
-                        let r = self.parent_run(&run)?;
-                        r.dense.then_some((run, off, r))
-                    }
-                    None => None,
-                },
-                _ => None,
+            let over = match member(k) {
+                Some((run, off)) => {
+                    let r = self.parent_run(&run)?;
+                    r.dense.then_some((run, off, r))
+                }
+                None => None,
             };
             let from_part = |hint: &mut Option<(usize, u64)>, pieces: &mut Vec<Piece>| {
                 if hint.is_none() && pred < end_k {
@@ -991,11 +987,7 @@ impl<'r> Archiver<'r> {
             };
             // The parts that follow in the same run, and the run's bytes `a .. b` wanted.
             let mut end = k + 1;
-            while end < range.end
-                && parent.parts[end].kind == PART_IN_RUN
-                && matches!(self.repo.index().member(&parent.parts[end].id)?,
-                            Some((next, _, _)) if next == run)
-            {
+            while end < range.end && member(end).is_some_and(|(next, _)| next == run) {
                 end += 1;
             }
             let span_end = parent.starts[end - 1] + parent.parts[end - 1].len as u64;
@@ -1018,16 +1010,11 @@ impl<'r> Archiver<'r> {
                 }
                 base_at = base_end;
             }
-            // How many revisions back the bases taken are: the run's depth less theirs (read
-            // from their headers, not followed down: a chain that loops cannot loop here).
+            // How many revisions back the bases taken are: the run's depth less theirs (each
+            // read from its run's header, not followed down, so a looping chain ends here).
             let mut below = 0u8;
             for base in &bases {
-                if let Some((r, _, _)) = self.repo.index().member(&base.0)? {
-                    below = below.max(match self.parent_runs.get(&r) {
-                        Some(p) => p.depth,
-                        None => self.repo.run_header(&r)?.depth,
-                    });
-                }
+                below = below.max(self.chunk_depth(&base.0)?);
             }
             let reach = r.depth.saturating_sub(below);
             let Some(first_at) = first_at.filter(|_| reach > 0 && reach < DENSE_REACH) else {
@@ -1259,10 +1246,16 @@ impl<'r> Archiver<'r> {
         // another, smaller one), most of the run has nothing to be copied from: as a run it
         // would be literals, no smaller than its chunks and costly to keep composed.
         let short = hi <= lo || (hi - lo) * 2 < run_len;
+        // The run each part of the stretch lies in, if any, and where: looked up once.
+        let mut members = Vec::new();
         let mut depth = 0u8;
         if !short {
             for p in &parts[first..last] {
-                depth = depth.max(self.chunk_depth(&p.id)?);
+                let m = self.repo.index().member(&p.id)?;
+                if let Some((run, _, _)) = m {
+                    depth = depth.max(self.parent_run(&run)?.depth);
+                }
+                members.push(m.map(|(run, off, _)| (run, off)));
             }
         }
         if short || depth >= d.chain_max || last - first > crate::delta::MAX_BASES {
@@ -1288,16 +1281,21 @@ impl<'r> Archiver<'r> {
             }
             return Ok(None);
         }
-        let (bases, skip, prefix_len, hint) =
-            match self.dense_prefix(parent, first..last, (lo, hi, pred), d.slack as u64)? {
-                Some(p) => (p.bases, p.skip, p.prefix_len, p.hint),
-                None => (
-                    parts[first..last].iter().map(|p| (p.id, p.len)).collect(),
-                    (lo - starts[first]) as u32,
-                    (hi - lo) as u32,
-                    (pred - lo) as usize,
-                ),
-            };
+        let (bases, skip, prefix_len, hint) = match self.dense_prefix(
+            parent,
+            first..last,
+            &members,
+            (lo, hi, pred),
+            d.slack as u64,
+        )? {
+            Some(p) => (p.bases, p.skip, p.prefix_len, p.hint),
+            None => (
+                parts[first..last].iter().map(|p| (p.id, p.len)).collect(),
+                (lo - starts[first]) as u32,
+                (hi - lo) as u32,
+                (pred - lo) as usize,
+            ),
+        };
         let run_id = self.repo.keys().run_id(&run.bytes);
         let header = crate::delta::RunHeader {
             depth: depth + 1,

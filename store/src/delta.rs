@@ -1015,17 +1015,13 @@ pub fn edit_count(body: Body) -> Option<u64> {
     let Body::Edits(frame) = body else {
         return None;
     };
-    let mut d = zstd::stream::read::Decoder::with_buffer(frame).ok()?;
-    let mut head = [0u8; 10];
-    let mut n = 0;
-    while n < head.len() {
-        match d.read(&mut head[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(_) => return None,
-        }
-    }
-    varint(&mut &head[..n])
+    let mut head = Vec::with_capacity(10);
+    zstd::stream::read::Decoder::with_buffer(frame)
+        .ok()?
+        .take(10)
+        .read_to_end(&mut head)
+        .ok()?;
+    varint(&mut &head[..])
 }
 
 /// Decodes a run's body against its prefix, given as consecutive pieces (joined only for a
@@ -1156,6 +1152,15 @@ mod tests {
             .collect()
     }
 
+    /// `old` with one byte changed every `step`.
+    fn edited(old: &[u8], step: usize) -> Vec<u8> {
+        let mut new = old.to_vec();
+        for i in (0..new.len()).step_by(step) {
+            new[i] = b'#';
+        }
+        new
+    }
+
     fn header(run: &[u8], prefix: &[u8]) -> RunHeader {
         RunHeader {
             depth: 1,
@@ -1169,10 +1174,7 @@ mod tests {
     #[test]
     fn a_run_close_to_its_prefix_round_trips_and_costs_little() {
         let old = text(7, 2 << 20);
-        let mut new = old.clone();
-        for i in (0..new.len()).step_by(50_000) {
-            new[i] = b'#';
-        }
+        let new = edited(&old, 50_000);
         let h = header(&new, &old);
         let enc = encode(&h, &new, &old, 0, 3).unwrap();
         assert!(
@@ -1192,10 +1194,7 @@ mod tests {
     #[test]
     fn the_edit_count_is_read_from_the_start_of_the_frame() {
         let old = text(3, 1 << 20);
-        let mut new = old.clone();
-        for i in (0..new.len()).step_by(300) {
-            new[i] = b'#';
-        }
+        let new = edited(&old, 300);
         let h = header(&new, &old);
         let enc = encode(&h, &new, &old, 0, 3).unwrap();
         let (_, body) = parse(&enc, "t").unwrap();

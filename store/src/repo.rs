@@ -990,24 +990,44 @@ impl Repo {
         Ok(crate::delta::parse(&enc, &what)?.0)
     }
 
-    /// How many runs a read of run `id` goes through, itself included: 1 + the most of any
-    /// run holding one of its bases. At most its depth, which counts revisions: a run over a
-    /// dense one skips a level (see `archiver.rs`). `memo` keeps the answers.
-    pub fn run_levels(&self, id: &BlobId, memo: &mut IdMap<BlobId, u8>) -> Result<u8> {
-        if let Some(l) = memo.get(id) {
-            return Ok(*l);
+    /// A run's depth, and how many runs a read of it goes through, itself included: 1 + the
+    /// most of any run holding one of its bases. The second is at most the first, which
+    /// counts revisions: a run over a dense one skips a level (see `archiver.rs`). `memo`
+    /// keeps the answers; each run's header is read once.
+    pub fn run_depth_levels(
+        &self,
+        id: &BlobId,
+        memo: &mut IdMap<BlobId, (u8, u8)>,
+    ) -> Result<(u8, u8)> {
+        self.depth_levels_within(id, u8::MAX, memo)
+    }
+
+    /// [`Repo::run_depth_levels`] of a run at most `depth` deep (bases lie in shallower
+    /// runs, so this ends: a hostile loop fails the check).
+    fn depth_levels_within(
+        &self,
+        id: &BlobId,
+        depth: u8,
+        memo: &mut IdMap<BlobId, (u8, u8)>,
+    ) -> Result<(u8, u8)> {
+        if let Some(&(d, levels)) = memo.get(id) {
+            if d > depth {
+                return Err(Error::corrupt(
+                    format!("delta run {}", id.short()),
+                    format!("{d} deep where at most {depth} can be (a chain that loops?)"),
+                ));
+            }
+            return Ok((d, levels));
         }
         let (enc, what) = self.read_encoded(id)?;
         let h = crate::delta::parse(&enc, &what)?.0;
+        check_depth(id, &h, depth, &what)?;
         let mut below = 0u8;
         for run in self.base_runs(&h)? {
-            // Bases lie in shallower runs, so this ends (a hostile loop fails here).
-            check_depth(&run, &self.run_header(&run)?, h.depth - 1, &what)?;
-            below = below.max(self.run_levels(&run, memo)?);
+            below = below.max(self.depth_levels_within(&run, h.depth - 1, memo)?.1);
         }
-        let levels = below + 1;
-        memo.insert(*id, levels);
-        Ok(levels)
+        memo.insert(*id, (h.depth, below + 1));
+        Ok((h.depth, below + 1))
     }
 
     /// [`Repo::run_header`], and how many edits the run holds (`None` for a version 1 run).

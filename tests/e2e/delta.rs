@@ -49,6 +49,13 @@ fn backup_dump(f: &Fixture, data: &[u8], rev: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The bytes backing up `data` as revision `rev` added to the repository.
+fn added(f: &Fixture, data: &[u8], rev: &str) -> u64 {
+    backup_dump(f, data, rev)["summary"]["added_bytes"]
+        .as_u64()
+        .unwrap()
+}
+
 fn dumped(f: &Fixture, spec: &str) -> std::process::Output {
     f.run(&["dump", spec, "db.sql"])
 }
@@ -66,8 +73,7 @@ fn three_revisions(f: &Fixture) -> Vec<Vec<u8>> {
     let revs: Vec<Vec<u8>> = (0..3).map(|r| dump(r, ROWS)).collect();
     let mut added = Vec::new();
     for (r, d) in revs.iter().enumerate() {
-        let v = backup_dump(f, d, &format!("r{r}"));
-        added.push(v["summary"]["added_bytes"].as_u64().unwrap());
+        added.push(self::added(f, d, &format!("r{r}")));
     }
     // Each new revision costs a small part of the first: its changes, not its chunks.
     for r in 1..3 {
@@ -129,23 +135,19 @@ fn a_run_after_a_block_the_dump_repeats_is_put_against_the_nearest_copy() {
     // the parent. The run after the second must be put against what follows the second.
     let f = Fixture::new();
     let repeated = block(7, 2 << 20);
-    let version = |rev: u64| {
+    let version = |rev: u64, second: &[u8]| {
         let mut d = block(1, 1 << 20);
         d.extend_from_slice(&repeated);
         d.extend_from_slice(&block(2, 3 << 20));
-        d.extend_from_slice(&repeated);
+        d.extend_from_slice(second);
         // Rows after it change (one in 97), so the chunks after the block are new.
         let rows = dump(rev, 50_000);
         d.extend_from_slice(&rows[..rows.len().min(3 << 20)]);
         d
     };
-    let (r0, r1) = (version(0), version(1));
-    let first = backup_dump(&f, &r0, "r0")["summary"]["added_bytes"]
-        .as_u64()
-        .unwrap();
-    let next = backup_dump(&f, &r1, "r1")["summary"]["added_bytes"]
-        .as_u64()
-        .unwrap();
+    let (r0, r1) = (version(0, &repeated), version(1, &repeated));
+    let first = added(&f, &r0, "r0");
+    let next = added(&f, &r1, "r1");
     assert!(
         next * 10 < first,
         "the next version added {next} bytes, the first {first}"
@@ -158,22 +160,9 @@ fn a_run_after_a_block_the_dump_repeats_is_put_against_the_nearest_copy() {
     let mut ending = repeated.clone();
     let n = ending.len();
     ending[n - (200 << 10)..].copy_from_slice(&block(9, 200 << 10));
-    let version = |rev: u64, second: &[u8]| {
-        let mut d = block(1, 1 << 20);
-        d.extend_from_slice(&repeated);
-        d.extend_from_slice(&block(2, 3 << 20));
-        d.extend_from_slice(second);
-        let rows = dump(rev, 50_000);
-        d.extend_from_slice(&rows[..rows.len().min(3 << 20)]);
-        d
-    };
     let (r2, r3) = (version(2, &ending), version(3, &repeated));
-    let first = backup_dump(&f, &r2, "r2")["summary"]["added_bytes"]
-        .as_u64()
-        .unwrap();
-    let next = backup_dump(&f, &r3, "r3")["summary"]["added_bytes"]
-        .as_u64()
-        .unwrap();
+    let first = added(&f, &r2, "r2");
+    let next = added(&f, &r3, "r3");
     assert!(
         next * 10 < r3.len() as u64 / 4,
         "the next version added {next} bytes (the one before {first})"
@@ -207,19 +196,18 @@ fn dense_dump(rev: u64, rows: u64) -> Vec<u8> {
 fn a_run_over_a_dense_run_is_based_on_what_that_run_was_based_on() {
     let f = Fixture::new();
     let revs: Vec<Vec<u8>> = (0..5).map(|r| dense_dump(r, 80_000)).collect();
-    let mut added = Vec::new();
-    for (r, d) in revs[..4].iter().enumerate() {
-        let v = backup_dump(&f, d, &format!("r{r}"));
-        added.push(v["summary"]["added_bytes"].as_u64().unwrap());
-    }
+    let mut added: Vec<u64> = revs[..4]
+        .iter()
+        .enumerate()
+        .map(|(r, d)| self::added(&f, d, &format!("r{r}")))
+        .collect();
     // Reading r3 goes through one run, not three, yet the depth still counts revisions (so
     // the chain still ends at `chain_max`)...
     let s = stats(&f);
     assert_eq!(s["repository"]["max_chain_depth"], 3, "{s}");
     assert_eq!(s["repository"]["max_read_levels"], 1, "{s}");
     // ...and a run reaches back three revisions at most: r4 is based on r3.
-    let v = backup_dump(&f, &revs[4], "r4");
-    added.push(v["summary"]["added_bytes"].as_u64().unwrap());
+    added.push(self::added(&f, &revs[4], "r4"));
     let s = stats(&f);
     assert_eq!(s["repository"]["max_chain_depth"], 4, "{s}");
     assert_eq!(s["repository"]["max_read_levels"], 2, "{s}");

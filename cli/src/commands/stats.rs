@@ -78,8 +78,9 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     let mut depths = [0u64; 256];
     let (mut max_levels, mut memo) = (0u8, Default::default());
     for r in &runs {
-        depths[repo.run_header(r)?.depth as usize] += 1;
-        max_levels = max_levels.max(repo.run_levels(r, &mut memo)?);
+        let (depth, levels) = repo.run_depth_levels(r, &mut memo)?;
+        depths[depth as usize] += 1;
+        max_levels = max_levels.max(levels);
     }
     let max_depth = depths.iter().rposition(|n| *n > 0).unwrap_or(0);
     let tree_blobs = indexed_blobs - data_blobs - runs.len() as u64;
