@@ -660,6 +660,21 @@ pub struct Composed {
     chunks: Vec<BlobId>,
     bufs: Vec<std::sync::Arc<Vec<u8>>>,
     len: u64,
+    /// Its table from byte offsets to stretches, built when first asked for (once the run is
+    /// put together).
+    table: std::sync::OnceLock<SegTable>,
+}
+
+/// Where a [`Composed`]'s stretches start, by byte offset: entry `b` is the stretch holding
+/// byte `b << shift`. A run over a dense run below copies short stretches of it from
+/// anywhere (rows rebuilt of fragments found all over the older version), so the copies of
+/// consecutive edits land far apart there: a search by halves, or outwards from the last
+/// copy, crossed 16 steps and as many cache misses for each. The table answers with one
+/// read and a step or two.
+#[derive(Clone, Debug, Default)]
+struct SegTable {
+    shift: u32,
+    first: Vec<u32>,
 }
 
 impl Composed {
@@ -693,6 +708,7 @@ impl Composed {
 
     /// Appends a stretch, merged with the last one when it continues it.
     fn push(&mut self, seg: Seg) {
+        debug_assert!(self.table.get().is_none(), "pushed to after it was read");
         if seg.len == 0 {
             return;
         }
@@ -719,42 +735,38 @@ impl Composed {
         }
     }
 
-    /// The index of the segment holding byte `from` (or the first one).
+    /// The index of the segment holding byte `from` (the last one past its end, or 0 when
+    /// empty).
     fn seg_at(&self, from: u64) -> usize {
-        self.starts
+        let n = self.starts.len();
+        if n == 0 {
+            return 0;
+        }
+        let t = self.table.get_or_init(|| self.build_table());
+        let b = ((from >> t.shift) as usize).min(t.first.len() - 1);
+        let lo = t.first[b] as usize;
+        // The stretches starting within the same entry: a few at most.
+        let hi = t.first.get(b + 1).map_or(n, |&h| h as usize + 1).min(n);
+        lo + self.starts[lo..hi]
             .partition_point(|s| *s <= from)
             .saturating_sub(1)
     }
 
-    /// [`Composed::seg_at`], searched outwards from segment `near`: the copies of a run's
-    /// consecutive edits mostly land close together in the run below, and a search by
-    /// halves over all of its stretches missed the cache at every step.
-    fn seg_near(&self, from: u64, near: usize) -> usize {
-        let starts = &self.starts;
-        let n = starts.len();
-        if n == 0 {
-            return 0;
-        }
-        let near = near.min(n - 1);
-        if starts[near] <= from {
-            // Forward in growing steps while still at or before `from`, then by halves.
-            let (mut lo, mut step) = (near, 1);
-            while lo + step < n && starts[lo + step] <= from {
-                lo += step;
-                step *= 2;
+    /// Its [`SegTable`]: about one entry per stretch, each covering 256 bytes at least.
+    fn build_table(&self) -> SegTable {
+        let per = self.len / self.starts.len().max(1) as u64;
+        let shift = (64 - per.leading_zeros()).clamp(8, 30);
+        let entries = (self.len >> shift) as usize + 1;
+        let mut first = Vec::with_capacity(entries);
+        let mut k = 0usize;
+        for b in 0..entries as u64 {
+            let at = b << shift;
+            while k + 1 < self.starts.len() && self.starts[k + 1] <= at {
+                k += 1;
             }
-            let hi = (lo + step).min(n);
-            lo + starts[lo..hi].partition_point(|s| *s <= from) - 1
-        } else {
-            // Backward likewise, while still after `from`.
-            let (mut hi, mut step) = (near, 1);
-            while hi >= step && starts[hi - step] > from {
-                hi -= step;
-                step *= 2;
-            }
-            let lo = hi.saturating_sub(step);
-            (lo + starts[lo..hi].partition_point(|s| *s <= from)).saturating_sub(1)
+            first.push(k as u32);
         }
+        SegTable { shift, first }
     }
 
     /// Its stretches over bytes `from .. from + len` (which must lie inside it), cut to
@@ -799,14 +811,13 @@ impl Composed {
             segs: Vec::with_capacity(cap),
             chunks: Vec::new(),
             bufs: vec![std::sync::Arc::new(edits.literals)],
-            len: 0,
+            ..Composed::default()
         };
         let mut lowers: Vec<Lowered> = prefix
             .lowers
             .iter()
             .map(|c| Lowered {
                 remap: vec![u32::MAX; c.chunks.len() + c.bufs.len()],
-                near: 0,
             })
             .collect();
         // The prefix's plain chunks, by piece, as numbered in `out` (`u32::MAX` until used).
@@ -831,13 +842,10 @@ impl Composed {
     }
 
     /// Appends its bytes `from .. from + len` (which must lie inside it) to `out`, its
-    /// sources renumbered through `at.remap`, and its search started from `at.near`.
+    /// sources renumbered through `at.remap`.
     fn slice_into(&self, from: u64, len: u64, out: &mut Composed, at: &mut Lowered) {
-        let k = self.seg_near(from, at.near);
         let remap = &mut at.remap;
-        let mut last = k;
-        for (i, seg) in self.clipped_from(from, len, k).enumerate() {
-            last = k + i;
+        for seg in self.clipped(from, len) {
             let slot = if seg.src & BUF != 0 {
                 self.chunks.len() + (seg.src & !BUF) as usize
             } else {
@@ -857,16 +865,13 @@ impl Composed {
                 ..seg
             });
         }
-        at.near = last;
     }
 }
 
 /// What composing keeps of a run below while reading it: its sources as renumbered in the
-/// new run (index: chunks first, then buffers; `u32::MAX` until used), and the segment the
-/// last copy from it ended in.
+/// new run (index: chunks first, then buffers; `u32::MAX` until used).
 struct Lowered {
     remap: Vec<u32>,
-    near: usize,
 }
 
 /// A run's prefix as it is read when composing: stretches of plain chunks and of runs
@@ -1325,33 +1330,34 @@ mod tests {
     }
 
     #[test]
-    fn a_stretch_is_found_from_any_segment_as_by_halving() {
-        let mut c = Composed::default();
-        let mut seed = 7u64;
-        for i in 0..300u32 {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let len = 1 + (seed >> 58) as u32;
-            // Sources alternate, so no two stretches merge.
-            c.push(Seg {
-                len,
-                src: (i % 2) | BUF,
-                at: 0,
-            });
-        }
-        assert_eq!(c.stretches(), 300);
-        for from in (0..c.len()).step_by(7).chain([c.len() - 1]) {
-            let want = c.starts.partition_point(|s| *s <= from) - 1;
-            for near in (0..300).step_by(3).chain([299, 1000]) {
-                assert_eq!(
-                    c.seg_near(from, near),
-                    want,
-                    "byte {from} from segment {near}"
-                );
+    fn a_stretch_is_found_through_the_table_as_by_halving() {
+        // Stretches of 1 to 4096 bytes (so table entries hold none, one or many), and of
+        // 1 to 64 (entries of 256 bytes hold dozens).
+        for top in [52u32, 58] {
+            let mut c = Composed::default();
+            let mut seed = 7u64;
+            for i in 0..3000u32 {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let len = 1 + (seed >> top) as u32;
+                // Sources alternate, so no two stretches merge.
+                c.push(Seg {
+                    len,
+                    src: (i % 2) | BUF,
+                    at: 0,
+                });
+            }
+            assert_eq!(c.stretches(), 3000);
+            for from in (0..c.len())
+                .step_by(7)
+                .chain([c.len() - 1, c.len(), c.len() + 9])
+            {
+                let want = c.starts.partition_point(|s| *s <= from) - 1;
+                assert_eq!(c.seg_at(from), want, "byte {from} of {}", c.len());
             }
         }
-        assert_eq!(Composed::default().seg_near(5, 3), 0);
+        assert_eq!(Composed::default().seg_at(5), 0);
     }
 
     #[test]
