@@ -147,6 +147,20 @@ impl<'r> PlainReads<'r> {
         }
     }
 
+    /// [`PlainReads::get`], borrowed: no reference count is touched, where both cores
+    /// copy stretches of the same chunks.
+    fn get_ref(&self, c: &BlobId) -> Result<std::borrow::Cow<'_, [u8]>> {
+        match self
+            .slots
+            .get(c)
+            .and_then(|slot| slot.get_or_init(|| self.repo.plain_chunk(c).ok()).as_ref())
+        {
+            Some(d) => Ok(std::borrow::Cow::Borrowed(d)),
+            // Not needed when planned, or it failed: read now, for this reader's own error.
+            None => Ok(std::borrow::Cow::Owned(self.repo.plain_chunk(c)?.to_vec())),
+        }
+    }
+
     /// Keeps the chunks read in the repository, up to [`PLAIN_KEPT`] bytes, the latest.
     fn keep(self) {
         let mut kept = self.repo.plain_kept.lock().expect("not poisoned");
@@ -448,7 +462,20 @@ impl Repo {
         let depth = u8::MAX;
         let sources: Vec<Result<Source>> = ids.iter().map(|id| self.source(id)).collect();
         // A chunk in a run is put together from the plain chunks and literals its run
-        // composes to: those chunks are read on every core, each once.
+        // composes to: those chunks are read on every core, each once. Runs not prepared
+        // yet are composed on every core first.
+        let mut runs: Vec<BlobId> = Vec::new();
+        for s in &sources {
+            if let Ok(Source::Member(run, _, _)) = s
+                && !runs.contains(run)
+                && self.composed_cache(run).is_none()
+            {
+                runs.push(*run);
+            }
+        }
+        if runs.len() > 1 {
+            self.compose_all(&runs);
+        }
         let plans: Vec<Option<Result<Arc<ComposedRun>>>> = sources
             .iter()
             .map(|s| match s {
@@ -630,13 +657,13 @@ impl Repo {
     ) -> Result<()> {
         // Stretches of one chunk mostly alternate with literals: the chunk last read is
         // held, not looked up again for each.
-        let mut held: Option<(&BlobId, Arc<Vec<u8>>)> = None;
+        let mut held: Option<(&BlobId, std::borrow::Cow<[u8]>)> = None;
         for (src, at, n) in c.run.range(from, len) {
             let buf: &[u8] = match src {
                 crate::delta::Src::Bytes(b) => b,
                 crate::delta::Src::Chunk(c) => {
                     if held.as_ref().is_none_or(|(h, _)| *h != c) {
-                        held = Some((c, reads.get(c)?));
+                        held = Some((c, reads.get_ref(c)?));
                     }
                     &held.as_ref().expect("just held").1
                 }
@@ -660,16 +687,26 @@ impl Repo {
         if self.config.delta.is_none() {
             return;
         }
-        let mut done: Vec<BlobId> = Vec::new();
+        let mut runs: Vec<BlobId> = Vec::new();
         for id in ids {
             // One lookup: only whether the chunk is in a run matters here.
             if let Ok(Some((run, _, _))) = self.index().member(id)
-                && !done.contains(&run)
+                && !runs.contains(&run)
             {
-                let _ = self.compose(&run, u8::MAX);
-                done.push(run);
+                runs.push(run);
             }
         }
+        self.compose_all(&runs);
+    }
+
+    /// Composes `runs` on every core, the last first: a window's first run is mostly the
+    /// one the window before ends in, which the reader of that window is composing already.
+    /// Errors are left for the callers that need the runs.
+    fn compose_all(&self, runs: &[BlobId]) {
+        use rayon::prelude::*;
+        runs.par_iter().rev().for_each(|run| {
+            let _ = self.compose(run, u8::MAX);
+        });
     }
 
     /// The composed run that chunk `off .. off + len` of `run` is read from (its stretches
