@@ -286,8 +286,9 @@ fn word(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }
 
-/// Whether `end` is an anchor of `b` (`end >= SPAN`).
-#[inline]
+/// Whether `end` is an anchor of `b` (`end >= SPAN`): what the masks below tell 64 at a
+/// time.
+#[cfg(test)]
 fn is_anchor(b: &[u8], end: usize) -> bool {
     word(b, end - 8).wrapping_mul(PICK) >> 59 == 0
 }
@@ -307,18 +308,81 @@ fn anchor_hash(b: &[u8], end: usize) -> u64 {
     h ^ h >> 31
 }
 
+/// Which of ends `end .. end + n` (`n` at most 64, `end >= 8`, the last end at most
+/// `b.len()`) are anchors of `b`: bit `j` for end `end + j`, each tested on its own (no
+/// branch per byte).
+fn anchor_mask_scalar(b: &[u8], end: usize, n: usize) -> u64 {
+    let block = &b[end - 8..end - 8 + n + 7];
+    let mut mask = 0u64;
+    for (j, w) in block.windows(8).enumerate() {
+        let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        mask |= ((w.wrapping_mul(PICK) >> 59 == 0) as u64) << j;
+    }
+    mask
+}
+
+/// [`anchor_mask_scalar`] of 64 ends, eight at a time: load `s` holds the words of ends
+/// `end + s + 8k`, each multiplied and compared in one lane, and its eight bits are
+/// spread to their places. Indexing a prefix spent a third of a delta backup in the
+/// scalar loop.
+///
+/// # Safety
+/// The CPU must have AVX-512 F, DQ and BW and BMI2, and `b[end - 8 .. end + 63]` must lie
+/// inside `b`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512bw,bmi2")]
+unsafe fn anchor_mask_avx512(b: &[u8], end: usize) -> u64 {
+    use std::arch::x86_64::*;
+    debug_assert!(end >= 8 && end + 63 <= b.len());
+    let pick = _mm512_set1_epi64(PICK as i64);
+    let bound = _mm512_set1_epi64(1 << 59);
+    let mut mask = 0u64;
+    for s in 0..8 {
+        // SAFETY: bytes `end - 8 + s .. end + 56 + s` lie inside `b` (the caller's promise).
+        let w = unsafe { _mm512_loadu_si512(b.as_ptr().add(end - 8 + s).cast()) };
+        let hit = _mm512_cmplt_epu64_mask(_mm512_mullo_epi64(w, pick), bound);
+        mask |= _pdep_u64(hit as u64, 0x0101_0101_0101_0101 << s);
+    }
+    mask
+}
+
+/// Which ends of `b` the fast mask can be used for, when the CPU has what it needs.
+fn wide_masks() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *WIDE.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("bmi2")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// [`anchor_mask_scalar`], eight lanes at a time where the CPU allows.
+#[inline]
+fn anchor_mask(b: &[u8], end: usize, n: usize, wide: bool) -> u64 {
+    #[cfg(target_arch = "x86_64")]
+    if wide && n == 64 && end + 63 <= b.len() {
+        // SAFETY: `wide` is only true where `wide_masks` found the features, and the bytes
+        // were just checked to lie inside `b`.
+        return unsafe { anchor_mask_avx512(b, end) };
+    }
+    let _ = wide;
+    anchor_mask_scalar(b, end, n)
+}
+
 /// Calls `f` with the anchors of `b` in order, as (hash, end). Ends are tested 64 at a
 /// time into a mask (no branch per byte), then the mask's bits are read.
 fn anchors(b: &[u8], mut f: impl FnMut(u64, usize)) {
+    let wide = wide_masks();
     let mut end = SPAN;
     while end <= b.len() {
         let n = (b.len() + 1 - end).min(64);
-        let block = &b[end - 8..end - 8 + n + 7];
-        let mut mask = 0u64;
-        for (j, w) in block.windows(8).enumerate() {
-            let w = u64::from_le_bytes(w.try_into().expect("8 bytes"));
-            mask |= ((w.wrapping_mul(PICK) >> 59 == 0) as u64) << j;
-        }
+        let mut mask = anchor_mask(b, end, n, wide);
         while mask != 0 {
             let e = end + mask.trailing_zeros() as usize;
             mask &= mask - 1;
@@ -479,6 +543,8 @@ impl Edits {
         // Where the last copy ended: in the run and in the prefix (as if one had ended just
         // before the run, at the hint).
         let mut last: Option<(usize, usize)> = Some((0, hint.min(prefix.len())));
+        // Which of the 64 ends from `mask_at` on are anchors of the run.
+        let (wide, mut mask, mut mask_at) = (wide_masks(), 0u64, usize::MAX - 64);
         let emit = |e: &mut Edits, lit_start: usize, at: usize, from: usize, len: usize| {
             e.edits.push(Edit {
                 lit: (at - lit_start) as u32,
@@ -511,7 +577,24 @@ impl Edits {
                 }
             }
             i += 1;
-            if i < SPAN || !is_anchor(run, i) {
+            if i < SPAN {
+                continue;
+            }
+            // Ends are tested 64 at a time, as when indexing the prefix.
+            if !(mask_at <= i && i < mask_at + 64) {
+                mask = anchor_mask(run, i, (run.len() + 1 - i).min(64), wide);
+                mask_at = i;
+                // Their slots are fetched now, while the bytes before them are scanned:
+                // looking anchors up missed the caches and cost a fifth of the search.
+                if let Some(index) = &index {
+                    let mut m = mask;
+                    while m != 0 {
+                        index.prefetch(anchor_hash(run, i + m.trailing_zeros() as usize));
+                        m &= m - 1;
+                    }
+                }
+            }
+            if mask >> (i - mask_at) & 1 == 0 {
                 continue;
             }
             let Some(p) = index
@@ -1234,6 +1317,21 @@ mod tests {
             checked += 1;
         });
         assert!(checked > 64, "only {checked} anchors in 4 KiB");
+    }
+
+    #[test]
+    fn wide_anchor_masks_are_the_scalar_ones() {
+        let b = text(31, 20_000);
+        let zeros = [0u8; 200];
+        let mut anchors_seen = 0;
+        for buf in [&b[..], &zeros[..]] {
+            for end in 8..buf.len() - 63 {
+                let want = anchor_mask_scalar(buf, end, 64);
+                anchors_seen += want.count_ones();
+                assert_eq!(anchor_mask(buf, end, 64, wide_masks()), want, "end {end}");
+            }
+        }
+        assert!(anchors_seen > 20_000 * 64 / 64, "{anchors_seen} anchors");
     }
 
     #[test]
