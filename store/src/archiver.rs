@@ -1010,14 +1010,22 @@ impl<'r> Archiver<'r> {
                 }
                 base_at = base_end;
             }
-            // How many revisions back the bases taken are: the run's depth less theirs (each
-            // read from its run's header, not followed down, so a looping chain ends here).
-            let mut below = 0u8;
+            // How many revisions back the bases taken are: the run's depth less that of the
+            // shallowest (each read from its run's header, not followed down, so a looping
+            // chain ends here). The shallowest, not the deepest: a run that was itself over a
+            // sparse stretch beside a dense one holds bases of both, and the deep ones once
+            // hid plain chunks four and five revisions back. A chunk stored on its own counts
+            // as depth 0 whatever revision stored it, so the reach is never underrated.
+            let (mut shallowest, mut deepest) = (u8::MAX, 0u8);
             for base in &bases {
-                below = below.max(self.chunk_depth(&base.0)?);
+                let d = self.chunk_depth(&base.0)?;
+                (shallowest, deepest) = (shallowest.min(d), deepest.max(d));
             }
-            let reach = r.depth.saturating_sub(below);
-            let Some(first_at) = first_at.filter(|_| reach > 0 && reach < DENSE_REACH) else {
+            let reach = r.depth.saturating_sub(shallowest);
+            // Every base shallower than the run (else the index is damaged: a base inside its
+            // own run), and none too far back.
+            let fits = deepest < r.depth && reach < DENSE_REACH;
+            let Some(first_at) = first_at.filter(|_| fits) else {
                 // Its prefix held nothing there (it was shorter than the run), or the bases
                 // are too many revisions back (or not shallower, in a damaged index): keep
                 // the part.
