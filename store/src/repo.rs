@@ -702,10 +702,34 @@ impl Repo {
     /// Composes `runs` on every core, the last first: a window's first run is mostly the
     /// one the window before ends in, which the reader of that window is composing already.
     /// Errors are left for the callers that need the runs.
+    ///
+    /// On threads of its own, not rayon's: a composition may wait for a run another thread
+    /// composes, and one that decodes a run whole hands work to rayon meanwhile. A rayon
+    /// worker waiting there could leave no worker for that work, or take up, while it waits,
+    /// a job that waits for the run it is composing itself.
     fn compose_all(&self, runs: &[BlobId]) {
-        use rayon::prelude::*;
-        runs.par_iter().rev().for_each(|run| {
-            let _ = self.compose(run, u8::MAX);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(runs.len());
+        if threads < 2 {
+            for run in runs.iter().rev() {
+                let _ = self.compose(run, u8::MAX);
+            }
+            return;
+        }
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(run) = runs.len().checked_sub(i + 1).map(|k| &runs[k]) else {
+                            break;
+                        };
+                        let _ = self.compose(run, u8::MAX);
+                    }
+                });
+            }
         });
     }
 
