@@ -346,28 +346,34 @@ unsafe fn anchor_mask_avx512(b: &[u8], end: usize) -> u64 {
     mask
 }
 
-/// Which ends of `b` the fast mask can be used for, when the CPU has what it needs.
-fn wide_masks() -> bool {
+/// Proof that the CPU has what [`anchor_mask_avx512`] needs: only [`wide_masks`] makes one,
+/// so safe code cannot ask for the wide path on a CPU without it.
+#[derive(Clone, Copy, Debug)]
+struct Wide(());
+
+/// A [`Wide`] where the CPU has AVX-512 F, DQ and BW and BMI2 (asked once).
+fn wide_masks() -> Option<Wide> {
     #[cfg(target_arch = "x86_64")]
     {
         static WIDE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        *WIDE.get_or_init(|| {
+        let has = *WIDE.get_or_init(|| {
             std::arch::is_x86_feature_detected!("avx512f")
                 && std::arch::is_x86_feature_detected!("avx512dq")
                 && std::arch::is_x86_feature_detected!("avx512bw")
                 && std::arch::is_x86_feature_detected!("bmi2")
-        })
+        });
+        has.then_some(Wide(()))
     }
     #[cfg(not(target_arch = "x86_64"))]
-    false
+    None
 }
 
 /// [`anchor_mask_scalar`], eight lanes at a time where the CPU allows.
 #[inline]
-fn anchor_mask(b: &[u8], end: usize, n: usize, wide: bool) -> u64 {
+fn anchor_mask(b: &[u8], end: usize, n: usize, wide: Option<Wide>) -> u64 {
     #[cfg(target_arch = "x86_64")]
-    if wide && n == 64 && end + 63 <= b.len() {
-        // SAFETY: `wide` is only true where `wide_masks` found the features, and the bytes
+    if wide.is_some() && n == 64 && end + 63 <= b.len() {
+        // SAFETY: a `Wide` exists only where `wide_masks` found the features, and the bytes
         // were just checked to lie inside `b`.
         return unsafe { anchor_mask_avx512(b, end) };
     }
@@ -1321,11 +1327,13 @@ mod tests {
 
     #[test]
     fn wide_anchor_masks_are_the_scalar_ones() {
+        // On a CPU without AVX-512 this compares the scalar path with itself.
         let b = text(31, 20_000);
         let zeros = [0u8; 200];
         let mut anchors_seen = 0;
         for buf in [&b[..], &zeros[..]] {
-            for end in 8..buf.len() - 63 {
+            // Up to the last end the wide path takes (`end + 63` the buffer's length).
+            for end in 8..=buf.len() - 63 {
                 let want = anchor_mask_scalar(buf, end, 64);
                 anchors_seen += want.count_ones();
                 assert_eq!(anchor_mask(buf, end, 64, wide_masks()), want, "end {end}");
