@@ -351,7 +351,8 @@ struct ParentRun {
 /// revisions, so `chain_max` still ends the chain.
 const DENSE_EDIT: u64 = 512;
 
-/// How many revisions back a run over dense runs may reach. The rows changed since an older
+/// How many revisions back a run over dense runs may reach (counted in runs: a revision that
+/// leaves the stretch alone writes none and is not counted). The rows changed since an older
 /// version keep adding up: on the shared corpus a run two revisions back was 18% larger
 /// than one over its parent, three back 31%, four back 45%, five back 57%. With 3, reading
 /// any revision of a dense stretch goes through a third as many runs as revisions, at most

@@ -236,57 +236,92 @@ fn a_run_over_a_dense_run_is_based_on_what_that_run_was_based_on() {
     assert_check_ok(&f, true, "with dense runs, after prune");
 }
 
-/// How many revisions back each delta run reads the bases it takes that are not chunks of
-/// the version before its own (those a run over a dense run takes from that run's bases):
-/// its revision less the last revision whose dump held that base. The bases that are
-/// chunks of the version before are counted apart.
-fn skipped_reaches(f: &Fixture) -> (Vec<usize>, usize) {
-    use cairn_store::id::BlobId;
+/// What the delta runs of a repository of revisions `r0`, `r1`... read.
+struct Reaches {
+    /// For each base a run takes that is not a chunk of the version before its own (those a
+    /// run over a dense run takes from that run's bases): the run's revision less the last
+    /// revision whose dump held that base.
+    skipped: Vec<usize>,
+    /// Bases that are chunks of the version before.
+    ordinary: usize,
+    /// Runs that take bases of both kinds.
+    mixed: usize,
+}
+
+/// The chunks of each revision's dump (`r0`, `r1`... by number), and for each delta run its
+/// revision (the first dump holding its chunks, which are new there) and the bases it takes.
+type Runs = (
+    Vec<std::collections::HashSet<cairn_store::id::BlobId>>,
+    Vec<(usize, Vec<cairn_store::id::BlobId>)>,
+);
+
+fn runs_by_revision(f: &Fixture) -> Runs {
     use cairn_store::repo::{Mode, Repo};
     use cairn_store::tree::Node;
-    use std::collections::HashSet;
     let repo = Repo::open(&f.repo(), PASSWORD.as_bytes(), Mode::Read).unwrap();
-    // The chunks of each revision's dump, by revision number.
-    let mut chunks: Vec<HashSet<BlobId>> = Vec::new();
+    let mut chunks: Vec<std::collections::HashSet<_>> = Vec::new();
     for (_, snap) in repo.snapshots().unwrap() {
         let rev: usize = snap.revision.unwrap()[1..].parse().unwrap();
         let tree = repo.load_tree(&snap.tree).unwrap();
         let Node::File(parts) = &tree.entries[0].node else {
             panic!("a dump is a file")
         };
-        chunks.resize(chunks.len().max(rev + 1), HashSet::new());
+        chunks.resize(chunks.len().max(rev + 1), Default::default());
         chunks[rev] = parts.iter().map(|p| p.id).collect();
     }
-    let mut runs = Vec::new();
+    let mut ids = Vec::new();
     repo.index()
         .for_each_member(|_, run| {
-            if !runs.contains(run) {
-                runs.push(*run)
+            if !ids.contains(run) {
+                ids.push(*run)
             }
         })
         .unwrap();
-    let (mut skipped, mut ordinary) = (Vec::new(), 0);
-    for run in &runs {
-        let h = repo.run_header(run).unwrap();
-        let rev = (0..chunks.len())
-            .find(|r| chunks[*r].contains(&h.members[0].0))
-            .unwrap();
-        for (i, _) in cairn_store::delta::prefix_plan(&h.bases, h.skip, h.prefix_len) {
-            let base = &h.bases[i].0;
-            if chunks[rev - 1].contains(base) {
+    let runs = ids
+        .iter()
+        .map(|run| {
+            let h = repo.run_header(run).unwrap();
+            let rev = (0..chunks.len())
+                .find(|r| chunks[*r].contains(&h.members[0].0))
+                .expect("a run's chunk in some dump");
+            let taken = cairn_store::delta::prefix_plan(&h.bases, h.skip, h.prefix_len)
+                .into_iter()
+                .map(|(i, _)| h.bases[i].0)
+                .collect();
+            (rev, taken)
+        })
+        .collect();
+    (chunks, runs)
+}
+
+fn skipped_reaches(f: &Fixture) -> Reaches {
+    let (chunks, runs) = runs_by_revision(f);
+    let mut out = Reaches {
+        skipped: Vec::new(),
+        ordinary: 0,
+        mixed: 0,
+    };
+    for (rev, taken) in runs {
+        let before = rev.checked_sub(1).expect("no run in the first revision");
+        let (mut skipped, mut ordinary) = (0, 0);
+        for base in &taken {
+            if chunks[before].contains(base) {
                 ordinary += 1;
             } else {
-                let last = (0..rev - 1).rev().find(|r| chunks[*r].contains(base));
-                skipped.push(rev - last.expect("a base from some older revision"));
+                let last = (0..before).rev().find(|r| chunks[*r].contains(base));
+                out.skipped
+                    .push(rev - last.expect("a base from some older revision"));
+                skipped += 1;
             }
         }
+        out.ordinary += ordinary;
+        out.mixed += (skipped > 0 && ordinary > 0) as usize;
     }
-    (skipped, ordinary)
+    out
 }
 
 #[test]
 fn a_dense_table_beside_a_sparse_one_reaches_back_three_revisions_at_most() {
-    let f = Fixture::new();
     // A dense table a little longer than a run, then a table changing a row every few KB:
     // a run then spans the end of the one and the start of the other, its prefix a dense
     // piece (which may skip revisions) beside a sparse one (which does not).
@@ -296,35 +331,50 @@ fn a_dense_table_beside_a_sparse_one_reaches_back_three_revisions_at_most() {
         d
     };
     let revs: Vec<Vec<u8>> = (0..6).map(version).collect();
-    for (r, d) in revs.iter().enumerate() {
-        backup_dump(&f, d, &format!("r{r}"));
+    // Where runs start depends on the repository's chunking key: in about one repository in
+    // six no run spans both tables. A fresh one is tried then, four at most.
+    for attempt in 1..=4 {
+        let f = Fixture::new();
+        for (r, d) in revs.iter().enumerate() {
+            backup_dump(&f, d, &format!("r{r}"));
+        }
+        // Counted on the bases each dense piece takes (however deep the sparse pieces
+        // beside it are chained): a run over a dense run reads its bases at most three
+        // revisions back.
+        let Reaches {
+            skipped,
+            ordinary,
+            mixed,
+        } = skipped_reaches(&f);
+        assert!(ordinary > 0, "no run over its parent");
+        assert!(skipped.iter().all(|r| (2..=3).contains(r)), "{skipped:?}");
+        assert!(
+            skipped.contains(&3),
+            "no dense piece reached three back: {skipped:?}"
+        );
+        for (r, want) in revs.iter().enumerate() {
+            let out = dumped(&f, &format!("db@r{r}"));
+            assert_ok(&out);
+            assert!(out.stdout == *want, "revision {r} came back different");
+        }
+        assert_check_ok(&f, true, "with dense and sparse pieces");
+        if mixed > 0 {
+            return;
+        }
+        eprintln!("attempt {attempt}: no run over both a dense and a sparse stretch");
     }
-    // Counted on the bases each dense piece takes (however deep the sparse pieces beside
-    // it are chained): a run over a dense run reads its bases at most three revisions back.
-    let (skipped, ordinary) = skipped_reaches(&f);
-    assert!(ordinary > 0, "no run over its parent");
-    assert!(skipped.iter().all(|r| (2..=3).contains(r)), "{skipped:?}");
-    assert!(
-        skipped.contains(&3),
-        "no dense piece reached three back: {skipped:?}"
-    );
-    for (r, want) in revs.iter().enumerate() {
-        let out = dumped(&f, &format!("db@r{r}"));
-        assert_ok(&out);
-        assert!(out.stdout == *want, "revision {r} came back different");
-    }
-    assert_check_ok(&f, true, "with dense and sparse pieces");
+    panic!("in four repositories no run was over both a dense and a sparse stretch");
 }
 
 #[test]
-fn a_member_record_naming_a_base_inside_its_own_run_is_refused_not_followed() {
+fn a_base_recorded_inside_its_own_run_keeps_that_run_from_being_skipped() {
     use cairn_store::repo::{Mode, Repo};
     let f = Fixture::new();
     let revs: Vec<Vec<u8>> = (0..3).map(|r| dense_dump(r, 60_000)).collect();
     for (r, d) in revs[..2].iter().enumerate() {
         backup_dump(&f, d, &format!("r{r}"));
     }
-    {
+    let damaged = {
         let repo = Repo::open(&f.repo(), PASSWORD.as_bytes(), Mode::Write).unwrap();
         let mut runs = Vec::new();
         repo.index()
@@ -336,12 +386,15 @@ fn a_member_record_naming_a_base_inside_its_own_run_is_refused_not_followed() {
             .unwrap();
         assert_eq!(runs.len(), 1, "one run");
         let h = repo.run_header(&runs[0]).unwrap();
-        let (i, _) = cairn_store::delta::prefix_plan(&h.bases, h.skip, h.prefix_len)[0].clone();
+        // A base from the middle of its prefix, which a run over this one would take.
+        let plan = cairn_store::delta::prefix_plan(&h.bases, h.skip, h.prefix_len);
+        let (i, _) = plan[plan.len() / 2].clone();
         // A damaged member record (the index is not authenticated): a base of the run is
         // recorded as a member of the run itself, a loop for anything that follows bases
         // down. It once overflowed the stack of the next backup.
         repo.index().add_members(&runs[0], &[h.bases[i]]).unwrap();
-    }
+        h.bases[i].0
+    };
     let p = f.path("dump-r2.sql");
     fs::write(&p, &revs[2]).unwrap();
     let out = f
@@ -358,33 +411,37 @@ fn a_member_record_naming_a_base_inside_its_own_run_is_refused_not_followed() {
         .stdin(fs::File::open(&p).unwrap())
         .output()
         .unwrap();
-    // Either stored (the damaged run not skipped) or refused with a message: never a crash.
+    // Stored, not crashed: the damaged run looks no deeper than that base, so the part of
+    // it holding the base is not skipped (no new run takes the base, a chunk of r0), and
+    // nothing follows bases down through it.
     assert!(
         out.status.code().is_some(),
         "backup killed: {:?}",
         out.status
     );
-    let stored = out.status.success();
-    if !stored {
-        assert!(!stderr(&out).is_empty(), "backup refused without a word");
-    }
-    // Each revision comes back exact or is refused with a message, never wrong or crashed;
-    // with the index rebuilt from the packs, every revision comes back exact.
-    let check = |rebuilt: bool| {
-        for (r, want) in revs.iter().enumerate().take(if stored { 3 } else { 2 }) {
+    assert_ok(&out);
+    let (_, runs) = runs_by_revision(&f);
+    let of_r2: Vec<&Vec<_>> = runs
+        .iter()
+        .filter(|(r, _)| *r == 2)
+        .map(|(_, t)| t)
+        .collect();
+    assert!(!of_r2.is_empty(), "r2 stored no run");
+    assert!(
+        of_r2.iter().all(|taken| !taken.contains(&damaged)),
+        "a run over the damaged one was based on what it was based on"
+    );
+    // Every revision comes back exact, with the damaged record and after a rebuild.
+    let check = || {
+        for (r, want) in revs.iter().enumerate() {
             let out = dumped(&f, &format!("db@r{r}"));
-            assert!(out.status.code().is_some(), "r{r} killed: {:?}", out.status);
-            if out.status.success() {
-                assert!(out.stdout == *want, "r{r} came back different");
-            } else {
-                assert!(!rebuilt, "r{r} after rebuild: {}", stderr(&out));
-                assert!(!stderr(&out).is_empty(), "r{r} refused without a word");
-            }
+            assert_ok(&out);
+            assert!(out.stdout == *want, "r{r} came back different");
         }
     };
-    check(false);
+    check();
     assert_ok(&f.run(&["index", "rebuild"]));
-    check(true);
+    check();
 }
 
 #[test]
