@@ -65,6 +65,8 @@ pub struct Repo {
     base_locs: Mutex<IdMap<BlobId, Location>>,
     /// Plain chunks read lately to put chunks of runs together.
     plain_kept: Mutex<Vec<(BlobId, Arc<Vec<u8>>)>>,
+    /// The slots of the plain chunks reads under way need (see [`PlainReads::new`]).
+    plain_reading: Mutex<IdMap<BlobId, std::sync::Weak<PlainSlot>>>,
     /// Runs composed lately (see [`Repo::compose`]).
     composed: Mutex<Vec<(BlobId, Arc<ComposedRun>)>>,
     /// Runs being composed now, each by one thread (others wanting it wait for that one).
@@ -105,23 +107,42 @@ type Decoded = IdMap<BlobId, (u8, RunBytes)>;
 struct PlainReads<'r> {
     repo: &'r Repo,
     need: Vec<BlobId>,
-    slots: IdMap<BlobId, PlainSlot>,
+    slots: IdMap<BlobId, Arc<PlainSlot>>,
 }
 
 /// A plain chunk of a [`PlainReads`]: its bytes once read (`None` if that failed).
 type PlainSlot = std::sync::OnceLock<Option<Arc<Vec<u8>>>>;
 
 impl<'r> PlainReads<'r> {
+    /// The reads of `need`: a chunk kept from an earlier read is there already, and one
+    /// that another read under way also needs shares that read's slot, so it is decoded
+    /// once. A backup finishes two or more runs at once, and their prefixes share chunks:
+    /// at corpus depth 4 a backup decoded 120 MB of chunks to rebuild an 80 MB parent.
     fn new(repo: &'r Repo, need: Vec<BlobId>) -> Self {
-        let mut slots: IdMap<BlobId, PlainSlot> =
-            need.iter().map(|c| (*c, PlainSlot::new())).collect();
         let kept = repo.plain_kept.lock().expect("not poisoned");
-        for (c, d) in kept.iter() {
-            if let Some(slot) = slots.get_mut(c) {
-                let _ = slot.set(Some(d.clone()));
-            }
+        let mut reading = repo.plain_reading.lock().expect("not poisoned");
+        // Reads that ended leave dead entries: cleared once they outnumber the live ones.
+        if reading.len() > 4096.max(4 * need.len()) {
+            reading.retain(|_, slot| slot.strong_count() > 0);
         }
-        drop(kept);
+        let slots = need
+            .iter()
+            .map(|c| {
+                let slot = reading
+                    .get(c)
+                    .and_then(std::sync::Weak::upgrade)
+                    .unwrap_or_else(|| {
+                        let slot = Arc::new(PlainSlot::new());
+                        if let Some((_, d)) = kept.iter().find(|(k, _)| k == c) {
+                            let _ = slot.set(Some(d.clone()));
+                        }
+                        reading.insert(*c, Arc::downgrade(&slot));
+                        slot
+                    });
+                (*c, slot)
+            })
+            .collect();
+        drop((kept, reading));
         PlainReads { repo, need, slots }
     }
 
@@ -320,6 +341,7 @@ impl Repo {
             composed: Mutex::new(Vec::new()),
             composing: Mutex::new(IdMap::default()),
             plain_kept: Mutex::new(Vec::new()),
+            plain_reading: Mutex::new(IdMap::default()),
             base_locs: Mutex::new(IdMap::default()),
         };
         if mode == Mode::Write {
@@ -1888,6 +1910,29 @@ mod tests {
             repo.base_prefix(&wrong, &plan),
             Err(Error::Corrupt { .. })
         ));
+    }
+
+    #[test]
+    fn reads_under_way_at_once_decode_a_chunk_they_share_once() {
+        let (_d, repo) = repo();
+        let (a, b) = (vec![7u8; 30_000], vec![9u8; 20_000]);
+        let ids = repo
+            .store_blobs(&[(BlobKind::Data, a.clone()), (BlobKind::Data, b.clone())])
+            .unwrap();
+        // Two reads at once (two runs' prefixes) that both need `a`: one slot, one decode.
+        let first = PlainReads::new(&repo, vec![ids[0], ids[1]]).read_all();
+        let second = PlainReads::new(&repo, vec![ids[0]]);
+        assert!(Arc::ptr_eq(&first.slots[&ids[0]], &second.slots[&ids[0]]));
+        let (x, y) = (first.get(&ids[0]).unwrap(), second.get(&ids[0]).unwrap());
+        assert!(Arc::ptr_eq(&x, &y), "decoded twice");
+        assert_eq!(*x, a);
+        assert_eq!(*first.get(&ids[1]).unwrap(), b);
+        // Once no read holds it, a later read gets a slot of its own (filled from the chunks
+        // kept, here).
+        first.keep();
+        drop(second);
+        let third = PlainReads::new(&repo, vec![ids[0]]);
+        assert_eq!(*third.get(&ids[0]).unwrap(), a);
     }
 
     #[test]
