@@ -72,9 +72,31 @@ pub fn lookup(repo: &Repo, root: &BlobId, path: &[Vec<u8>]) -> Result<Entry> {
     let mut tree = repo.load_tree(root)?;
     for (i, c) in path.iter().enumerate() {
         let Some(e) = tree.entries.iter().find(|e| &e.name == c).cloned() else {
+            // What is there instead, so a wrong name (or `-` for standard output, which
+            // `dump` writes to anyway) is easy to correct.
+            let names: Vec<String> = tree
+                .entries
+                .iter()
+                .take(5)
+                .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+                .collect();
+            let more = if tree.entries.len() > names.len() {
+                ", …"
+            } else {
+                ""
+            };
+            let place = match i {
+                0 => "at its top".to_string(),
+                _ => format!("in {}", display(&path[..i])),
+            };
             return Err(Error::NotFound(format!(
-                "{} is not in the snapshot",
-                display(&path[..=i])
+                "{} is not in the snapshot ({place}: {}{more})",
+                display(&path[..=i]),
+                if names.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    names.join(", ")
+                }
             )));
         };
         if i + 1 == path.len() {

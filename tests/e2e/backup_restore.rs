@@ -144,10 +144,18 @@ fn dump_and_ls_show_the_stored_file() {
     assert!(text.contains("/sites/default/settings.php"), "{text}");
     let missing = f.run(&["dump", "latest", "sites/nope"]);
     assert!(!missing.status.success());
+    // The message names the path and what is there instead.
     assert!(
-        stderr(&missing).contains("sites/nope"),
+        stderr(&missing).contains("sites/nope is not in the snapshot (in sites: default)"),
         "{}",
         stderr(&missing)
+    );
+    let dash = f.run(&["dump", "latest", "-"]);
+    assert!(!dash.status.success());
+    assert!(
+        stderr(&dash).contains("(at its top: sites)"),
+        "{}",
+        stderr(&dash)
     );
 }
 
