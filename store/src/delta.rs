@@ -507,6 +507,24 @@ impl AnchorIndex {
     }
 }
 
+/// Asks the CPU to fetch the first two cache lines of `b` (a hint: nothing is read).
+#[inline]
+pub fn prefetch_bytes(b: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let p = b.as_ptr();
+        // SAFETY: a prefetch is a hint: it reads nothing the program sees and never faults,
+        // so an address past the slice (the second line of a short one) is harmless.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p.cast());
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64).cast());
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = b;
+}
+
 /// How many bytes `a` and `b` have in common from their start.
 fn common(a: &[u8], b: &[u8]) -> usize {
     let n = a.len().min(b.len());

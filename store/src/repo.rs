@@ -168,18 +168,15 @@ impl<'r> PlainReads<'r> {
         }
     }
 
-    /// [`PlainReads::get`], borrowed: no reference count is touched, where both cores
-    /// copy stretches of the same chunks.
-    fn get_ref(&self, c: &BlobId) -> Result<std::borrow::Cow<'_, [u8]>> {
-        match self
-            .slots
-            .get(c)
-            .and_then(|slot| slot.get_or_init(|| self.repo.plain_chunk(c).ok()).as_ref())
-        {
-            Some(d) => Ok(std::borrow::Cow::Borrowed(d)),
-            // Not needed when planned, or it failed: read now, for this reader's own error.
-            None => Ok(std::borrow::Cow::Owned(self.repo.plain_chunk(c)?.to_vec())),
-        }
+    /// [`PlainReads::get`], borrowed (no reference count is touched, where both cores copy
+    /// stretches of the same chunks); `None` for a chunk not among the reads, or one whose
+    /// read failed.
+    fn borrowed(&self, c: &BlobId) -> Option<&[u8]> {
+        self.slots
+            .get(c)?
+            .get_or_init(|| self.repo.plain_chunk(c).ok())
+            .as_deref()
+            .map(|v| v.as_slice())
     }
 
     /// Keeps the chunks read in the repository, up to [`PLAIN_KEPT`] bytes, the latest.
@@ -678,25 +675,51 @@ impl Repo {
         mut put: impl FnMut(&[u8]),
     ) -> Result<()> {
         // Stretches of one chunk mostly alternate with literals: the chunk last read is
-        // held, not looked up again for each.
-        let mut held: Option<(&BlobId, std::borrow::Cow<[u8]>)> = None;
+        // held, not looked up again for each. Each stretch is copied a few stretches after
+        // its bytes are asked for: fragment copies read from anywhere in the 8-10 MB of
+        // chunks a window decodes, and a cache miss per stretch was most of their cost.
+        const AHEAD: usize = 8;
+        let short = || {
+            Error::corrupt(
+                format!("delta run {}", run.short()),
+                "a base is shorter than the run says",
+            )
+        };
+        let mut ahead: std::collections::VecDeque<&[u8]> =
+            std::collections::VecDeque::with_capacity(AHEAD + 1);
+        let mut held: Option<(&BlobId, &[u8])> = None;
         for (src, at, n) in c.run.range(from, len) {
             let buf: &[u8] = match src {
                 crate::delta::Src::Bytes(b) => b,
-                crate::delta::Src::Chunk(c) => {
-                    if held.as_ref().is_none_or(|(h, _)| *h != c) {
-                        held = Some((c, reads.get_ref(c)?));
-                    }
-                    &held.as_ref().expect("just held").1
-                }
+                crate::delta::Src::Chunk(c) => match held {
+                    Some((h, b)) if h == c => b,
+                    _ => match reads.borrowed(c) {
+                        Some(b) => {
+                            held = Some((c, b));
+                            b
+                        }
+                        None => {
+                            // Not among the reads, or its read failed: read now (for this
+                            // reader's own error) and copied after the stretches before it.
+                            let own = reads.get(c)?;
+                            while let Some(p) = ahead.pop_front() {
+                                put(p);
+                            }
+                            put(own.get(at..at + n as usize).ok_or_else(short)?);
+                            continue;
+                        }
+                    },
+                },
             };
-            let bytes = buf.get(at..at + n as usize).ok_or_else(|| {
-                Error::corrupt(
-                    format!("delta run {}", run.short()),
-                    "a base is shorter than the run says",
-                )
-            })?;
-            put(bytes);
+            let bytes = buf.get(at..at + n as usize).ok_or_else(short)?;
+            crate::delta::prefetch_bytes(bytes);
+            ahead.push_back(bytes);
+            if ahead.len() > AHEAD {
+                put(ahead.pop_front().expect("more than AHEAD"));
+            }
+        }
+        while let Some(p) = ahead.pop_front() {
+            put(p);
         }
         Ok(())
     }
