@@ -445,16 +445,7 @@ impl AnchorIndex {
 
     #[inline]
     fn prefetch(&self, h: u64) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let p = self.slots[self.home(h)..].as_ptr();
-            // SAFETY: a prefetch is a hint: it reads nothing the program sees and never faults.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
-            };
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = h;
+        prefetch(self.slots[self.home(h)..].as_ptr().cast());
     }
 
     /// The slot a hash is first looked for in: its mix scaled to the table's length.
@@ -507,22 +498,25 @@ impl AnchorIndex {
     }
 }
 
-/// Asks the CPU to fetch the first two cache lines of `b` (a hint: nothing is read).
+/// Asks the CPU to fetch the cache line at `p` (a hint: nothing is read).
+#[inline]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it reads nothing the program sees and never faults, so
+    // any address is harmless.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast())
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Asks the CPU to fetch the first two cache lines of `b` (the second may lie past a short
+/// slice: harmless, see [`prefetch`]).
 #[inline]
 pub fn prefetch_bytes(b: &[u8]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        let p = b.as_ptr();
-        // SAFETY: a prefetch is a hint: it reads nothing the program sees and never faults,
-        // so an address past the slice (the second line of a short one) is harmless.
-        unsafe {
-            _mm_prefetch::<_MM_HINT_T0>(p.cast());
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64).cast());
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = b;
+    prefetch(b.as_ptr());
+    prefetch(b.as_ptr().wrapping_add(64));
 }
 
 /// How many bytes `a` and `b` have in common from their start.
@@ -1273,6 +1267,13 @@ mod tests {
         new
     }
 
+    /// `run` encoded against `prefix` at level 3, and its header.
+    fn encoded(run: &[u8], prefix: &[u8]) -> (RunHeader, Vec<u8>) {
+        let h = header(run, prefix);
+        let enc = encode(&h, run, prefix, 0, 3).unwrap();
+        (h, enc)
+    }
+
     fn header(run: &[u8], prefix: &[u8]) -> RunHeader {
         RunHeader {
             depth: 1,
@@ -1287,8 +1288,7 @@ mod tests {
     fn a_run_close_to_its_prefix_round_trips_and_costs_little() {
         let old = text(7, 2 << 20);
         let new = edited(&old, 50_000);
-        let h = header(&new, &old);
-        let enc = encode(&h, &new, &old, 0, 3).unwrap();
+        let (h, enc) = encoded(&new, &old);
         assert!(
             enc.len() < 40_000,
             "a run with 42 changed bytes took {} bytes",
@@ -1307,8 +1307,7 @@ mod tests {
     fn the_edit_count_is_read_from_the_start_of_the_frame() {
         let old = text(3, 1 << 20);
         let new = edited(&old, 300);
-        let h = header(&new, &old);
-        let enc = encode(&h, &new, &old, 0, 3).unwrap();
+        let (h, enc) = encoded(&new, &old);
         let (_, body) = parse(&enc, "t").unwrap();
         let n = edits(body, &h, "t").unwrap().unwrap().edits.len() as u64;
         assert!(n > 3000, "{n} edits");
@@ -1530,8 +1529,7 @@ mod tests {
         let old = text(1, 100_000);
         let mut new = old.clone();
         new[50_000..50_100].copy_from_slice(&text(2, 100));
-        let h = header(&new, &old);
-        let enc = encode(&h, &new, &old, 0, 3).unwrap();
+        let (h, enc) = encoded(&new, &old);
         let (_, body) = parse(&enc, "t").unwrap();
         let other = text(3, 100_000);
         if let Ok(d) = decode(body, &h, &[other.into()], "t") {

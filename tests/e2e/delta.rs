@@ -60,6 +60,28 @@ fn dumped(f: &Fixture, spec: &str) -> std::process::Output {
     f.run(&["dump", spec, "db.sql"])
 }
 
+/// Asserts that revision `rN` of service `db` dumps back as `revs[N]`, for every N.
+fn assert_revisions_exact(f: &Fixture, revs: &[Vec<u8>]) {
+    for (r, want) in revs.iter().enumerate() {
+        let out = dumped(f, &format!("db@r{r}"));
+        assert_ok(&out);
+        assert!(out.stdout == *want, "revision {r} came back different");
+    }
+}
+
+/// The delta runs the index knows, each once.
+fn run_ids(repo: &cairn_store::repo::Repo) -> Vec<cairn_store::id::BlobId> {
+    let mut ids = Vec::new();
+    repo.index()
+        .for_each_member(|_, run| {
+            if !ids.contains(run) {
+                ids.push(*run)
+            }
+        })
+        .unwrap();
+    ids
+}
+
 fn stats(f: &Fixture) -> serde_json::Value {
     let out = f.run(&["stats", "--json"]);
     assert_ok(&out);
@@ -102,11 +124,7 @@ fn dump_revisions_are_stored_as_delta_runs_and_restore_exactly() {
         s["repository"]["max_read_levels"], s["repository"]["max_chain_depth"],
         "{s}"
     );
-    for (r, want) in revs.iter().enumerate() {
-        let out = dumped(&f, &format!("db@r{r}"));
-        assert_ok(&out);
-        assert!(out.stdout == *want, "revision {r} came back different");
-    }
+    assert_revisions_exact(&f, &revs);
     assert_check_ok(&f, true, "with delta runs");
     // The index is a cache: rebuilt from the packs, it finds the chunks inside runs again.
     assert_ok(&f.run(&["index", "rebuild"]));
@@ -220,11 +238,7 @@ fn a_run_over_a_dense_run_is_based_on_what_that_run_was_based_on() {
             added[0]
         );
     }
-    for (r, want) in revs.iter().enumerate() {
-        let out = dumped(&f, &format!("db@r{r}"));
-        assert_ok(&out);
-        assert!(out.stdout == *want, "revision {r} came back different");
-    }
+    assert_revisions_exact(&f, &revs);
     assert_check_ok(&f, true, "with dense runs");
     // Prune keeps the bases the runs name, though the runs between are gone.
     assert_ok(&f.run(&["forget", "db@r1", "db@r2", "--prune", "--max-unused", "0"]));
@@ -269,15 +283,7 @@ fn runs_by_revision(f: &Fixture) -> Runs {
         chunks.resize(chunks.len().max(rev + 1), Default::default());
         chunks[rev] = parts.iter().map(|p| p.id).collect();
     }
-    let mut ids = Vec::new();
-    repo.index()
-        .for_each_member(|_, run| {
-            if !ids.contains(run) {
-                ids.push(*run)
-            }
-        })
-        .unwrap();
-    let runs = ids
+    let runs = run_ids(&repo)
         .iter()
         .map(|run| {
             let h = repo.run_header(run).unwrap();
@@ -352,11 +358,7 @@ fn a_dense_table_beside_a_sparse_one_reaches_back_three_revisions_at_most() {
             skipped.contains(&3),
             "no dense piece reached three back: {skipped:?}"
         );
-        for (r, want) in revs.iter().enumerate() {
-            let out = dumped(&f, &format!("db@r{r}"));
-            assert_ok(&out);
-            assert!(out.stdout == *want, "revision {r} came back different");
-        }
+        assert_revisions_exact(&f, &revs);
         assert_check_ok(&f, true, "with dense and sparse pieces");
         if mixed > 0 {
             return;
@@ -376,14 +378,7 @@ fn a_base_recorded_inside_its_own_run_keeps_that_run_from_being_skipped() {
     }
     let damaged = {
         let repo = Repo::open(&f.repo(), PASSWORD.as_bytes(), Mode::Write).unwrap();
-        let mut runs = Vec::new();
-        repo.index()
-            .for_each_member(|_, run| {
-                if !runs.contains(run) {
-                    runs.push(*run)
-                }
-            })
-            .unwrap();
+        let runs = run_ids(&repo);
         assert_eq!(runs.len(), 1, "one run");
         let h = repo.run_header(&runs[0]).unwrap();
         // A base from the middle of its prefix, which a run over this one would take.
@@ -395,31 +390,10 @@ fn a_base_recorded_inside_its_own_run_keeps_that_run_from_being_skipped() {
         repo.index().add_members(&runs[0], &[h.bases[i]]).unwrap();
         h.bases[i].0
     };
-    let p = f.path("dump-r2.sql");
-    fs::write(&p, &revs[2]).unwrap();
-    let out = f
-        .cmd(&[
-            "backup",
-            "--stdin",
-            "--stdin-name",
-            "db.sql",
-            "--service",
-            "db",
-            "--revision",
-            "r2",
-        ])
-        .stdin(fs::File::open(&p).unwrap())
-        .output()
-        .unwrap();
     // Stored, not crashed: the damaged run looks no deeper than that base, so the part of
     // it holding the base is not skipped (no new run takes the base, a chunk of r0), and
     // nothing follows bases down through it.
-    assert!(
-        out.status.code().is_some(),
-        "backup killed: {:?}",
-        out.status
-    );
-    assert_ok(&out);
+    backup_dump(&f, &revs[2], "r2");
     let (_, runs) = runs_by_revision(&f);
     let of_r2: Vec<&Vec<_>> = runs
         .iter()
@@ -432,16 +406,9 @@ fn a_base_recorded_inside_its_own_run_keeps_that_run_from_being_skipped() {
         "a run over the damaged one was based on what it was based on"
     );
     // Every revision comes back exact, with the damaged record and after a rebuild.
-    let check = || {
-        for (r, want) in revs.iter().enumerate() {
-            let out = dumped(&f, &format!("db@r{r}"));
-            assert_ok(&out);
-            assert!(out.stdout == *want, "r{r} came back different");
-        }
-    };
-    check();
+    assert_revisions_exact(&f, &revs);
     assert_ok(&f.run(&["index", "rebuild"]));
-    check();
+    assert_revisions_exact(&f, &revs);
 }
 
 #[test]
