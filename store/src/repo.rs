@@ -1378,6 +1378,40 @@ impl Repo {
         }
     }
 
+    /// The snapshots of `service@revision`, oldest first. Besides those the index holds,
+    /// snapshot files it lacks are read: a backup killed after writing its snapshot file and
+    /// before indexing it leaves one that only a write (which syncs the index) would see,
+    /// and a read by revision must find it too.
+    pub fn by_label(&self, service: &str, revision: &str) -> Result<Vec<SnapshotId>> {
+        let label = self.label_hash(service, revision);
+        let ids = self.index().by_label(&label)?;
+        let mut late = Vec::new();
+        for id in self.snapshot_ids()? {
+            if self.index().has_snapshot(&id)? {
+                continue;
+            }
+            match self.load_snapshot(&id) {
+                Ok(s) if self.label_of(&s) == Some(label) => late.push((s.time_ns, id)),
+                Ok(_) => {}
+                // Forgotten since it was listed.
+                Err(Error::NotFound(_)) => {}
+                // A damaged file is no snapshot to restore; `check` names it.
+                Err(e) if damage(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if late.is_empty() {
+            return Ok(ids);
+        }
+        let mut all = late;
+        for id in ids {
+            let t = self.index().snapshot_time(&id)?.unwrap_or(i64::MIN);
+            all.push((t, id));
+        }
+        all.sort();
+        Ok(all.into_iter().map(|(_, id)| id).collect())
+    }
+
     /// The index key of `service@revision`.
     pub fn label_hash(&self, service: &str, revision: &str) -> [u8; 16] {
         self.keys
@@ -1451,7 +1485,7 @@ impl Repo {
                 ),
                 _ => (rest, 0),
             };
-            let ids = self.index().by_label(&self.label_hash(service, revision))?;
+            let ids = self.by_label(service, revision)?;
             if ids.is_empty() {
                 return Err(Error::NotFound(format!(
                     "no snapshot of {service}@{revision}"

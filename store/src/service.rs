@@ -191,7 +191,7 @@ pub fn resolve(repo: &Repo, service: &str, pick: &Pick) -> Result<Option<(Snapsh
     };
     match pick {
         Pick::Revision { revision, back } => {
-            let ids = repo.index().by_label(&repo.label_hash(service, revision))?;
+            let ids = repo.by_label(service, revision)?;
             match ids.len().checked_sub(1 + back) {
                 Some(i) => Ok(Some((ids[i], repo.load_snapshot(&ids[i])?))),
                 None if ids.is_empty() => Ok(None),

@@ -461,3 +461,33 @@ fn every_command_takes_the_repository_from_the_service_file() {
     assert_ne!(out.status.code(), Some(0));
     assert!(stderr(&out).contains("service file"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_snapshot_its_backup_did_not_live_to_index_is_found_by_revision() {
+    let f = Fixture::new();
+    let src = f.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), pseudo_data(300_000, 1)).unwrap();
+    let label = ["--service", "app", "--revision", "r1"];
+    let mut args = vec![src.to_str().unwrap()];
+    args.extend_from_slice(&label);
+    f.backup(&args);
+    fs::write(src.join("a"), pseudo_data(300_000, 2)).unwrap();
+    let newer = f.backup(&args);
+    // As a backup killed between writing its snapshot file and indexing it leaves it.
+    {
+        let index = cairn_store::index::Index::open(&f.repo().join("index")).unwrap();
+        let id = cairn_store::id::SnapshotId::from_hex(&newer).unwrap();
+        index.remove_snapshot(&id).unwrap();
+        assert!(!index.has_snapshot(&id).unwrap());
+    }
+    // Reads (which leave the index alone) find it, as the newest of its revision.
+    for (spec, want) in [("app@r1", 2), ("app@r1~1", 1)] {
+        let out = f.run(&["dump", spec, "src/a"]);
+        assert_ok(&out);
+        assert!(out.stdout == pseudo_data(300_000, want), "{spec}");
+    }
+    let t = f.path("t");
+    assert_ok(&f.run(&["restore", "app@r1", "--target", t.to_str().unwrap()]));
+    assert_eq!(fs::read(t.join("src/a")).unwrap(), pseudo_data(300_000, 2));
+}
