@@ -27,7 +27,7 @@ pub fn dump(rev: u64, rows: u64) -> Vec<u8> {
     out
 }
 
-fn backup_dump(f: &Fixture, data: &[u8], rev: &str) -> serde_json::Value {
+pub fn backup_dump(f: &Fixture, data: &[u8], rev: &str) -> serde_json::Value {
     let p = f.path(&format!("dump-{rev}.sql"));
     fs::write(&p, data).unwrap();
     let out = f
@@ -61,7 +61,7 @@ fn dumped(f: &Fixture, spec: &str) -> std::process::Output {
 }
 
 /// Asserts that revision `rN` of service `db` dumps back as `revs[N]`, for every N.
-fn assert_revisions_exact(f: &Fixture, revs: &[Vec<u8>]) {
+pub fn assert_revisions_exact(f: &Fixture, revs: &[Vec<u8>]) {
     for (r, want) in revs.iter().enumerate() {
         let out = dumped(f, &format!("db@r{r}"));
         assert_ok(&out);
@@ -192,7 +192,7 @@ fn a_run_after_a_block_the_dump_repeats_is_put_against_the_nearest_copy() {
 
 /// A dump in which every row changes in every revision (a counter in each, as a table of
 /// sessions or statistics has).
-fn dense_dump(rev: u64, rows: u64) -> Vec<u8> {
+pub fn dense_dump(rev: u64, rows: u64) -> Vec<u8> {
     let mut out = b"-- dump\nCREATE TABLE s (id INT, hits INT, note TEXT);\n".to_vec();
     for i in 0..rows {
         out.extend_from_slice(
@@ -264,12 +264,12 @@ struct Reaches {
 
 /// The chunks of each revision's dump (`r0`, `r1`... by number), and for each delta run its
 /// revision (the first dump holding its chunks, which are new there) and the bases it takes.
-type Runs = (
+pub type Runs = (
     Vec<std::collections::HashSet<cairn_store::id::BlobId>>,
     Vec<(usize, Vec<cairn_store::id::BlobId>)>,
 );
 
-fn runs_by_revision(f: &Fixture) -> Runs {
+pub fn runs_by_revision(f: &Fixture) -> Runs {
     use cairn_store::repo::{Mode, Repo};
     use cairn_store::tree::Node;
     let repo = Repo::open(&f.repo(), PASSWORD.as_bytes(), Mode::Read).unwrap();

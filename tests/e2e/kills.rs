@@ -1,6 +1,7 @@
-//! SIGKILL of `state transition` and `index rebuild` at random moments. With the backup
-//! kills (failures.rs) and the prune kills (lifecycle.rs) that makes 50 kills in all; after
-//! each, `check --read-data` passes and completed snapshots restore.
+//! SIGKILL of `state transition`, `index rebuild`, and of dump backups and prunes over delta
+//! chains, at random moments. With the backup kills (failures.rs) and the prune kills
+//! (lifecycle.rs) that makes over 80 kills in all; after each, `check` passes and completed
+//! snapshots restore.
 
 use std::fs;
 use std::process::Stdio;
@@ -157,4 +158,235 @@ fn index_rebuild_killed_10_times_leaves_an_index_that_works() {
     }
     assert_ok(&f.run(&["index", "rebuild"]));
     assert_check_ok(&f, true, "after a completed rebuild");
+}
+
+/// Revision `r` of a dump for the delta-chain kills: a table with a few scattered changes
+/// per revision, and one whose every row gets a new token (a session table), so a revision
+/// writes several packs of runs.
+fn chain_dump(r: u64) -> Vec<u8> {
+    let mut d = crate::delta::dump(r, 100_000);
+    d.extend_from_slice(b"CREATE TABLE s (id INT, token CHAR(16), note TEXT);\n");
+    for i in 0..300_000u64 {
+        let mut x = (i << 20 | r).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x ^= x >> 29;
+        x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x ^= x >> 32;
+        d.extend_from_slice(
+            format!(
+                "INSERT INTO s VALUES ({i},'{x:016x}','customer {} since {}');\n",
+                i % 977,
+                2000 + i % 25
+            )
+            .as_bytes(),
+        );
+    }
+    d
+}
+
+/// Whether some chunk of the dump in snapshot `spec` is stored inside a delta run.
+fn holds_runs(f: &Fixture, spec: &str) -> bool {
+    use cairn_store::repo::{Mode, Repo};
+    use cairn_store::tree::Node;
+    let repo = Repo::open(&f.repo(), PASSWORD.as_bytes(), Mode::Read).unwrap();
+    let (service, rev) = spec.split_once('@').unwrap();
+    let (_, snap) = repo
+        .snapshots()
+        .unwrap()
+        .into_iter()
+        .find(|(_, s)| s.service.as_deref() == Some(service) && s.revision.as_deref() == Some(rev))
+        .expect("the snapshot");
+    let tree = repo.load_tree(&snap.tree).unwrap();
+    let Node::File(parts) = &tree.entries[0].node else {
+        panic!("a dump is a file")
+    };
+    let mut members = std::collections::HashSet::new();
+    repo.index()
+        .for_each_member(|member, _| {
+            members.insert(*member);
+        })
+        .unwrap();
+    parts.iter().any(|p| members.contains(&p.id))
+}
+
+/// How many packs `prune --max-unused 0` (with `extra` options) deletes or rewrites.
+fn prune_work(f: &Fixture, extra: &[&str]) -> u64 {
+    let mut args = vec!["prune", "--max-unused", "0"];
+    args.extend_from_slice(extra);
+    let out = f.run(&args);
+    assert_ok(&out);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["delete_packs"].as_u64().unwrap() + v["repack_packs"].as_u64().unwrap()
+}
+
+/// How many files `packs/` holds.
+fn pack_count(f: &Fixture) -> usize {
+    files_below(&f.repo().join("packs")).len()
+}
+
+#[test]
+fn a_dump_backup_killed_while_writing_delta_runs_leaves_the_chain_whole() {
+    use crate::delta::backup_dump;
+    let f = Fixture::small_packs();
+    // The revisions whose backup completed, by number.
+    let mut done: Vec<(u64, Vec<u8>)> = Vec::new();
+    for r in 0..3 {
+        let d = chain_dump(r);
+        backup_dump(&f, &d, &format!("r{r}"));
+        done.push((r, d));
+    }
+    // A revision over a chain, timed, so the kills land all through the next ones.
+    let t = std::time::Instant::now();
+    backup_dump(&f, &chain_dump(3), "r3");
+    done.push((3, chain_dump(3)));
+    let took = t.elapsed().as_millis() as u64;
+    let seed = seed();
+    let (mut rounds, mut in_flight, mut mid_write) = (0, 0, 0);
+    // Each round backs up a new revision over the last one that completed (one killed late
+    // may have). Rounds go on until a kill landed after a pack of runs was written and
+    // before the snapshot naming it.
+    while rounds < 12 || mid_write == 0 {
+        assert!(
+            rounds < 40,
+            "in 40 kills none landed between pack and snapshot"
+        );
+        let r = 4 + rounds as u64;
+        let ms = delays(seed ^ r, 1, took.max(100))[0];
+        let d = chain_dump(r);
+        let p = f.path("dump.sql");
+        fs::write(&p, &d).unwrap();
+        let (packs, snapshots) = (pack_count(&f), f.snapshot_ids().len());
+        let mut child = f
+            .cmd(&[
+                "backup",
+                "--stdin",
+                "--stdin-name",
+                "db.sql",
+                "--service",
+                "db",
+                "--revision",
+                &format!("r{r}"),
+                "--quiet",
+            ])
+            .stdin(fs::File::open(&p).unwrap())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(ms));
+        in_flight += child.try_wait().unwrap().is_none() as usize;
+        let _ = child.kill();
+        child.wait().unwrap();
+        rounds += 1;
+        if f.snapshot_ids().len() > snapshots {
+            done.push((r, d));
+        } else if pack_count(&f) > packs {
+            mid_write += 1;
+        }
+        let what = format!("r{r}: backup killed after {ms} ms (seed {seed})");
+        assert_check_ok(&f, false, &what);
+        for (k, want) in &done {
+            let out = f.run(&["dump", &format!("db@r{k}"), "db.sql"]);
+            assert_ok(&out);
+            assert!(out.stdout == *want, "{what}: r{k} came back different");
+        }
+    }
+    assert!(
+        in_flight * 3 >= rounds,
+        "only {in_flight} of {rounds} kills found the backup running"
+    );
+    // The next backup completes, over the packs the killed ones left, as runs.
+    let last = 4 + rounds as u64;
+    backup_dump(&f, &chain_dump(last), &format!("r{last}"));
+    done.push((last, chain_dump(last)));
+    for (k, want) in &done {
+        let out = f.run(&["dump", &format!("db@r{k}"), "db.sql"]);
+        assert_ok(&out);
+        assert!(out.stdout == *want, "r{k} came back different");
+    }
+    // Chains are at most 8 revisions deep (then a revision is stored as chunks again), so
+    // which of them holds runs depends on how many backups completed.
+    assert!(
+        done.iter()
+            .filter(|(k, _)| holds_runs(&f, &format!("db@r{k}")))
+            .count()
+            * 2
+            >= done.len(),
+        "fewer than half the revisions hold delta runs"
+    );
+    assert_check_ok(&f, true, "after the last backup");
+}
+
+#[test]
+fn prune_killed_over_delta_chains_keeps_every_base_a_kept_revision_needs() {
+    use crate::delta::backup_dump;
+    let f = Fixture::small_packs();
+    let seed = seed();
+    let mut revs: Vec<Option<Vec<u8>>> = Vec::new();
+    let (mut in_flight, mut rounds) = (0, 0);
+    let mut took = 0;
+    for r in 0..9u64 {
+        let d = chain_dump(r);
+        backup_dump(&f, &d, &format!("r{r}"));
+        revs.push(Some(d));
+        if r < 2 {
+            continue;
+        }
+        // Kept: r0 (every chain starts there) and the newest two. The one before them goes,
+        // though the runs of the newest are based on its runs.
+        assert_ok(&f.run(&["forget", &format!("db@r{}", r - 2)]));
+        revs[r as usize - 2] = None;
+        if r == 2 {
+            // The first prune runs whole and is timed, so later kills land all through one.
+            let t = std::time::Instant::now();
+            assert!(
+                prune_work(&f, &["--json"]) > 0,
+                "the first prune had nothing to do"
+            );
+            took = t.elapsed().as_millis() as u64;
+            continue;
+        }
+        // Packs to delete or rewrite beside the runs the kept revisions need.
+        assert!(
+            prune_work(&f, &["--json", "--dry-run"]) > 0,
+            "r{r}: nothing to prune"
+        );
+        for ms in delays(seed ^ r, 2, took.max(100)) {
+            let mut child = f
+                .cmd(&["prune", "--max-unused", "0", "--quiet"])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(ms));
+            in_flight += child.try_wait().unwrap().is_none() as usize;
+            rounds += 1;
+            let _ = child.kill();
+            child.wait().unwrap();
+            let what = format!("r{r}: prune killed after {ms} ms (seed {seed})");
+            assert_check_ok(&f, false, &what);
+            for (k, want) in revs.iter().enumerate() {
+                if let Some(want) = want {
+                    let out = f.run(&["dump", &format!("db@r{k}"), "db.sql"]);
+                    assert_ok(&out);
+                    assert!(out.stdout == *want, "{what}: r{k} came back different");
+                }
+            }
+        }
+    }
+    assert!(
+        in_flight * 2 >= rounds,
+        "only {in_flight} of {rounds} kills found prune running"
+    );
+    // A last prune completes; every kept revision is whole and every byte verifies.
+    assert_ok(&f.run(&["prune", "--max-unused", "0", "--quiet"]));
+    for (k, want) in revs.iter().enumerate() {
+        if let Some(want) = want {
+            let out = f.run(&["dump", &format!("db@r{k}"), "db.sql"]);
+            assert_ok(&out);
+            assert!(
+                out.stdout == *want,
+                "r{k} came back different after the last prune"
+            );
+        }
+    }
+    assert_check_ok(&f, true, "after the last prune");
 }
