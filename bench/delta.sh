@@ -4,18 +4,28 @@
 # a corpus directory if one is given; against `zstd -19 --long=28 --patch-from` of the same
 # pair (the floor), and against cairn without delta runs (`init --no-delta-runs`).
 #
-#   bench/delta.sh [--corpus DIR] [--tables N] [--rows N] [--events N] [--revisions N]
-#                  [--level N] [--stream-chunks MIN,AVG,MAX] [--no-floor] [--keep-dumps DIR]
+#   bench/delta.sh [--corpus DIR] [--real DIR] [--rounds N] [--tables N] [--rows N]
+#                  [--events N] [--revisions N] [--level N] [--stream-chunks MIN,AVG,MAX]
+#                  [--no-floor] [--keep-dumps DIR]
 #
 # Defaults: 4 tables of 200,000 rows (a ~160 MB dump), 3,000 write transactions between
-# dumps, 3 revisions. Installs sysbench, mariadb-server and zstd from Debian when absent.
-# A benchmark, not a test: it prints a table and exits 0.
+# dumps, 3 revisions, 5 rounds. `--keep-dumps DIR` keeps the MariaDB dumps; `--real DIR`
+# measures dumps kept so (any directory of *.sql, in name order) instead of making new ones.
+# Each round backs every dump up into a fresh pair of repositories, with delta runs and
+# without, taking turns; then restores every revision from each pair. It prints, per
+# revision: bytes stored against the floor, and backup, restore (`restore --target`: the
+# file written and synced) and read (`dump > /dev/null`) times with their delta / plain
+# ratios. Installs sysbench, mariadb-server and zstd from Debian when absent.
+# A benchmark, not a test: it prints tables and exits 0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-corpus="" tables=4 rows=200000 events=3000 revisions=3 level="" chunks="" want_floor=1 keep=""
+corpus="" real="" rounds=5 tables=4 rows=200000 events=3000 revisions=3 level="" chunks=""
+want_floor=1 keep=""
 while [ $# -gt 0 ]; do
   case $1 in
     --corpus) corpus=$2; shift 2 ;;
+    --real) real=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
     --tables) tables=$2; shift 2 ;;
     --rows) rows=$2; shift 2 ;;
     --events) events=$2; shift 2 ;;
@@ -33,9 +43,15 @@ if [ -n "$corpus" ] && ! compgen -G "$corpus/db/*.sql" > /dev/null; then
     "make_corpus.py wrote, the one holding db/)" >&2
   exit 2
 fi
+if [ -n "$real" ] && ! compgen -G "$real/*.sql" > /dev/null; then
+  echo "bench/delta.sh: no dumps (*.sql) in $real" >&2
+  exit 2
+fi
 need=()
-command -v sysbench > /dev/null || need+=(sysbench)
-command -v mariadbd > /dev/null || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+if [ -z "$real" ]; then
+  command -v sysbench > /dev/null || need+=(sysbench)
+  command -v mariadbd > /dev/null || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+fi
 command -v zstd > /dev/null || need+=(zstd)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -q "${need[@]}" > /dev/null
@@ -53,86 +69,53 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-now() { date +%s.%N; }
 
-# 1. Dumps of a real MariaDB between bursts of scattered writes.
-user=$(id -un)
-mariadb-install-db --datadir="$work/data" --user="$user" --auth-root-authentication-method=normal \
-  --skip-test-db > "$work/install.log" 2>&1
-mariadbd --no-defaults --datadir="$work/data" --socket="$work/sock" --pid-file="$work/pid" \
-  --skip-networking --innodb-buffer-pool-size=256M --user="$user" > /dev/null 2> "$work/server.log" &
-server=$!
-for _ in $(seq 600); do
-  mariadb-admin --socket="$work/sock" -uroot ping > /dev/null 2>&1 && break
-  sleep 0.1
-done
-mariadb --socket="$work/sock" -uroot -e "CREATE DATABASE sbtest"
-sb=(sysbench oltp_write_only --db-driver=mysql --mysql-socket="$work/sock" --mysql-user=root
-  --mysql-db=sbtest --tables="$tables" --table-size="$rows")
-# The same tables every time; the write bursts differ (one seed for all would repeat them).
-"${sb[@]}" --rand-seed=1 prepare > /dev/null
-mkdir -p "$work/real"
-for r in $(seq 0 $((revisions - 1))); do
-  if [ "$r" -gt 0 ]; then
-    "${sb[@]}" --threads=2 --time=0 --events="$events" --rand-type=uniform run > /dev/null
+# 1. Dumps of a real MariaDB between bursts of scattered writes (unless --real gave some).
+if [ -z "$real" ]; then
+  user=$(id -un)
+  mariadb-install-db --datadir="$work/data" --user="$user" --auth-root-authentication-method=normal \
+    --skip-test-db > "$work/install.log" 2>&1
+  mariadbd --no-defaults --datadir="$work/data" --socket="$work/sock" --pid-file="$work/pid" \
+    --skip-networking --innodb-buffer-pool-size=256M --user="$user" > /dev/null 2> "$work/server.log" &
+  server=$!
+  for _ in $(seq 600); do
+    mariadb-admin --socket="$work/sock" -uroot ping > /dev/null 2>&1 && break
+    sleep 0.1
+  done
+  mariadb --socket="$work/sock" -uroot -e "CREATE DATABASE sbtest"
+  sb=(sysbench oltp_write_only --db-driver=mysql --mysql-socket="$work/sock" --mysql-user=root
+    --mysql-db=sbtest --tables="$tables" --table-size="$rows")
+  # The same tables every time; the write bursts differ (one seed for all would repeat them).
+  "${sb[@]}" --rand-seed=1 prepare > /dev/null
+  mkdir -p "$work/real"
+  for r in $(seq 0 $((revisions - 1))); do
+    if [ "$r" -gt 0 ]; then
+      "${sb[@]}" --threads=2 --time=0 --events="$events" --rand-type=uniform run > /dev/null
+    fi
+    mariadb-dump --socket="$work/sock" -uroot --single-transaction sbtest > "$work/real/rev-$r.sql"
+  done
+
+  if [ -n "$keep" ]; then
+    mkdir -p "$keep" && cp "$work"/real/*.sql "$keep"/
   fi
-  mariadb-dump --socket="$work/sock" -uroot --single-transaction sbtest > "$work/real/rev-$r.sql"
-done
-
-if [ -n "$keep" ]; then
-  mkdir -p "$keep" && cp "$work"/real/*.sql "$keep"/
 fi
 
-# 2. Each set of dumps into two repositories: with delta runs and without.
+# 2. Each set of dumps into pairs of repositories, with delta runs and without, measured
+# side by side (bench/delta_measure.py).
 measure() { # NAME DIR-OF-DUMPS
-  local name=$1 dir=$2
-  local dumps=("$dir"/*.sql)
-  for mode in delta plain; do
-    export CAIRN_REPO="$work/repo-$name-$mode" CAIRN_PASSWORD=bench
-    local opts=(--kdf-memory 8192 --kdf-iterations 1)
-    [ $mode = plain ] && opts+=(--no-delta-runs)
-    [ $mode = delta ] && [ -n "$level" ] && opts+=(--delta-level "$level")
-    [ -n "$chunks" ] && opts+=(--stream-chunks "$chunks")
-    "$cairn" init -q "${opts[@]}"
-    local i=0
-    for d in "${dumps[@]}"; do
-      local s e
-      s=$(now)
-      "$cairn" backup -q --stdin --stdin-name db.sql --service db --revision "r$i" --json \
-        < "$d" > "$work/$name-$mode-$i.json"
-      e=$(now)
-      echo "$(echo "$e - $s" | bc)" > "$work/$name-$mode-$i.time"
-      s=$(now)
-      "$cairn" dump "db@r$i" db.sql | cmp -s - "$d" || { echo "$name r$i: restore differs" >&2; exit 1; }
-      e=$(now)
-      echo "$(echo "$e - $s" | bc)" > "$work/$name-$mode-$i.rtime"
-      i=$((i + 1))
-    done
-  done
-  printf '\n%s (%d dumps)\n' "$name" "${#dumps[@]}"
-  printf '%-4s %9s %12s %12s %12s %7s %9s %9s %9s %9s\n' rev "dump MB" "no deltas" "deltas" \
-    "patch-from" "ratio" "backup s" "(plain)" "restore s" "(plain)"
-  local prev="" i=0
-  for d in "${dumps[@]}"; do
-    local added plain floor="-" ratio="-"
-    added=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["summary"]["added_bytes"])' "$work/$name-delta-$i.json")
-    plain=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["summary"]["added_bytes"])' "$work/$name-plain-$i.json")
-    if [ -n "$prev" ] && [ "$want_floor" = 1 ]; then
-      zstd -q -19 --long=28 --patch-from="$prev" "$d" -o "$work/patch.zst" -f 2> /dev/null
-      floor=$(stat -c %s "$work/patch.zst")
-      ratio=$(echo "scale=2; $added / $floor" | bc)
-    fi
-    printf '%-4s %9.1f %12d %12d %12s %7s %9.2f %9.2f %9.2f %9.2f\n' "r$i" \
-      "$(echo "$(stat -c %s "$d") / 1000000" | bc -l)" "$plain" "$added" "$floor" "$ratio" \
-      "$(cat "$work/$name-delta-$i.time")" "$(cat "$work/$name-plain-$i.time")" \
-      "$(cat "$work/$name-delta-$i.rtime")" "$(cat "$work/$name-plain-$i.rtime")"
-    prev=$d
-    i=$((i + 1))
-  done
+  local opts=()
+  [ -n "$level" ] && opts+=(--delta-opt=--delta-level --delta-opt="$level")
+  [ -n "$chunks" ] && opts+=(--init-opt=--stream-chunks --init-opt="$chunks")
+  [ "$want_floor" = 0 ] && opts+=(--no-floor)
+  python3 bench/delta_measure.py --cairn "$cairn" --work "$work" --name "$1" --dumps "$2" \
+    --rounds "$rounds" "${opts[@]}"
 }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
-echo "bytes are what each revision added to the repository (packs, sealed); patch-from is the floor"
-measure "mariadb-sysbench-$tables-x-$rows-$events-events" "$work/real"
+if [ -n "$real" ]; then
+  measure "mariadb-$(basename "$real")" "$real"
+else
+  measure "mariadb-sysbench-$tables-x-$rows-$events-events" "$work/real"
+fi
 if [ -n "$corpus" ]; then
   measure "corpus-$(basename "$corpus")" "$corpus/db"
 fi
