@@ -71,6 +71,8 @@ pub struct Repo {
     composed: Mutex<Vec<(BlobId, Arc<ComposedRun>)>>,
     /// Runs being composed now, each by one thread (others wanting it wait for that one).
     composing: Mutex<IdMap<BlobId, Arc<ComposeSlot>>>,
+    /// Delta run blobs read lately, authenticated (see [`Repo::read_run`]).
+    run_blobs: Mutex<Vec<KeptRun>>,
 }
 
 /// A composed run, and where its members are in it.
@@ -82,6 +84,13 @@ struct ComposedRun {
 /// Bytes of plain chunks a process keeps after reading them (a window's edges, which the
 /// next window often needs again).
 const PLAIN_KEPT: usize = 16 << 20;
+
+/// Bytes of delta run blobs a process keeps after reading them.
+const RUN_BLOBS_KEPT: usize = 16 << 20;
+
+/// A delta run blob kept after reading: its id, its authenticated plaintext, and the name
+/// errors give for it.
+type KeptRun = (BlobId, Arc<Vec<u8>>, String);
 
 /// A run being composed by one thread: what it composed, once it has (`None` if it failed).
 type ComposeSlot = std::sync::OnceLock<Option<Arc<ComposedRun>>>;
@@ -337,6 +346,7 @@ impl Repo {
             runs: Mutex::new(Vec::new()),
             composed: Mutex::new(Vec::new()),
             composing: Mutex::new(IdMap::default()),
+            run_blobs: Mutex::new(Vec::new()),
             plain_kept: Mutex::new(Vec::new()),
             plain_reading: Mutex::new(IdMap::default()),
             base_locs: Mutex::new(IdMap::default()),
@@ -842,7 +852,7 @@ impl Repo {
             (composing.entry(*run).or_default().clone(), waits)
         };
         if waits {
-            let (enc, what) = self.read_encoded(run)?;
+            let (enc, what) = self.read_run(run)?;
             check_depth(run, &crate::delta::parse(&enc, &what)?.0, depth, &what)?;
         }
         let done = slot
@@ -865,7 +875,7 @@ impl Repo {
     /// [`Repo::compose`], done here and now.
     fn compose_now(&self, run: &BlobId, depth: u8) -> Result<Arc<ComposedRun>> {
         use crate::delta::Composed;
-        let (enc, what) = self.read_encoded(run)?;
+        let (enc, what) = self.read_run(run)?;
         let (h, body) = crate::delta::parse(&enc, &what)?;
         check_depth(run, &h, depth, &what)?;
         let whole =
@@ -1016,7 +1026,7 @@ impl Repo {
         }
         let read = todo
             .par_iter()
-            .map(|r| self.read_encoded(r))
+            .map(|r| self.read_run(r))
             .collect::<Result<Vec<_>>>()?;
         let mut parsed = Vec::with_capacity(read.len());
         let (mut lower, mut lower_depth) = (Vec::new(), 0);
@@ -1080,6 +1090,33 @@ impl Repo {
         self.read_encoded_at(id, &self.locate(id)?)
     }
 
+    /// A delta run's plaintext, authenticated, as [`Repo::read_encoded`] gives it. A backup
+    /// reads each run of the parent for its header and edit count, then again to compose
+    /// it; a restore reads a run to check its depth while another thread composes it. The
+    /// blob is sealed whole (a header alone cannot be authenticated), so the runs read
+    /// lately are kept, up to [`RUN_BLOBS_KEPT`] bytes, and each is read and opened once.
+    fn read_run(&self, id: &BlobId) -> Result<(Arc<Vec<u8>>, String)> {
+        {
+            let mut kept = self.run_blobs.lock().expect("not poisoned");
+            if let Some(i) = kept.iter().position(|(r, _, _)| r == id) {
+                let hit = kept.remove(i);
+                kept.push(hit.clone());
+                return Ok((hit.1, hit.2));
+            }
+        }
+        let (enc, what) = self.read_encoded(id)?;
+        let enc = Arc::new(enc);
+        let mut kept = self.run_blobs.lock().expect("not poisoned");
+        if !kept.iter().any(|(r, _, _)| r == id) {
+            kept.push((*id, enc.clone(), what.clone()));
+        }
+        let mut total: usize = kept.iter().map(|(_, b, _)| b.len()).sum();
+        while total > RUN_BLOBS_KEPT && kept.len() > 1 {
+            total -= kept.remove(0).1.len();
+        }
+        Ok((enc, what))
+    }
+
     /// [`Repo::read_encoded`] of a blob already located.
     fn read_encoded_at(&self, id: &BlobId, loc: &Location) -> Result<(Vec<u8>, String)> {
         let what = format!("pack {}", loc.pack.short());
@@ -1097,7 +1134,7 @@ impl Repo {
 
     /// The header of a delta run (its members and bases).
     pub fn run_header(&self, id: &BlobId) -> Result<crate::delta::RunHeader> {
-        let (enc, what) = self.read_encoded(id)?;
+        let (enc, what) = self.read_run(id)?;
         Ok(crate::delta::parse(&enc, &what)?.0)
     }
 
@@ -1130,7 +1167,7 @@ impl Repo {
             }
             return Ok((d, levels));
         }
-        let (enc, what) = self.read_encoded(id)?;
+        let (enc, what) = self.read_run(id)?;
         let h = crate::delta::parse(&enc, &what)?.0;
         check_depth(id, &h, depth, &what)?;
         let mut below = 0u8;
@@ -1143,7 +1180,7 @@ impl Repo {
 
     /// [`Repo::run_header`], and how many edits the run holds (`None` for a version 1 run).
     pub fn run_header_edits(&self, id: &BlobId) -> Result<(crate::delta::RunHeader, Option<u64>)> {
-        let (enc, what) = self.read_encoded(id)?;
+        let (enc, what) = self.read_run(id)?;
         let (h, body) = crate::delta::parse(&enc, &what)?;
         Ok((h, crate::delta::edit_count(body)))
     }
