@@ -760,6 +760,10 @@ impl Repo {
     /// worker waiting there could leave no worker for that work, or take up, while it waits,
     /// a job that waits for the run it is composing itself.
     fn compose_all(&self, runs: &[BlobId]) {
+        // Most reads (every file of a tree) have no runs: nothing to lock or count.
+        if runs.is_empty() {
+            return;
+        }
         // Those composed already are left alone (and keep their place in the cache).
         let runs: Vec<BlobId> = {
             let cache = self.composed.lock().expect("not poisoned");
@@ -768,9 +772,8 @@ impl Repo {
                 .copied()
                 .collect()
         };
-        let threads = std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(runs.len());
+        // rayon's count, read once: `available_parallelism` reads three cgroup files a call.
+        let threads = rayon::current_num_threads().min(runs.len());
         if threads < 2 {
             for run in runs.iter().rev() {
                 let _ = self.compose(run, u8::MAX);
