@@ -160,22 +160,13 @@ impl<R: Read> ChunkStream<'_, R> {
         if self.buf.len() - self.start < max && !self.eof {
             self.buf.drain(..self.start);
             self.start = 0;
-            let want = 2 * max;
-            while self.buf.len() < want && !self.eof {
-                let old = self.buf.len();
-                self.buf.resize(want, 0);
-                match self.reader.read(&mut self.buf[old..]) {
-                    Ok(0) => {
-                        self.buf.truncate(old);
-                        self.eof = true;
-                    }
-                    Ok(n) => self.buf.truncate(old + n),
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => self.buf.truncate(old),
-                    Err(e) => {
-                        self.buf.truncate(old);
-                        return Err(e);
-                    }
-                }
+            // Read into the buffer's spare room, grown as the bytes come: zero-filling two
+            // `max` (8 MiB for trees) before each read was a third of the CPU of a first
+            // backup of a tree of small files.
+            let want = (2 * max - self.buf.len()) as u64;
+            let got = (&mut self.reader).take(want).read_to_end(&mut self.buf)?;
+            if (got as u64) < want {
+                self.eof = true;
             }
         }
         let rest = &self.buf[self.start..];
