@@ -73,6 +73,9 @@ pub struct Repo {
     composing: Mutex<IdMap<BlobId, Arc<ComposeSlot>>>,
     /// Delta run blobs read lately, authenticated (see [`Repo::read_run`]).
     run_blobs: Mutex<Vec<KeptRun>>,
+    /// Whether the index was brought up to date with the files when the repository was
+    /// opened (write mode).
+    synced: bool,
 }
 
 /// A composed run, and where its members are in it.
@@ -88,9 +91,9 @@ const PLAIN_KEPT: usize = 16 << 20;
 /// Bytes of delta run blobs a process keeps after reading them.
 const RUN_BLOBS_KEPT: usize = 16 << 20;
 
-/// A delta run blob kept after reading: its id, its authenticated plaintext, and the name
-/// errors give for it.
-type KeptRun = (BlobId, Arc<Vec<u8>>, String);
+/// A delta run blob kept after reading: its id, where it was read (pack and offset), its
+/// authenticated plaintext, and the name errors give for it.
+type KeptRun = (BlobId, (PackId, u64), Arc<Vec<u8>>, String);
 
 /// A run being composed by one thread: what it composed, once it has (`None` if it failed).
 type ComposeSlot = std::sync::OnceLock<Option<Arc<ComposedRun>>>;
@@ -347,6 +350,7 @@ impl Repo {
             composed: Mutex::new(Vec::new()),
             composing: Mutex::new(IdMap::default()),
             run_blobs: Mutex::new(Vec::new()),
+            synced: mode == Mode::Write,
             plain_kept: Mutex::new(Vec::new()),
             plain_reading: Mutex::new(IdMap::default()),
             base_locs: Mutex::new(IdMap::default()),
@@ -1099,23 +1103,28 @@ impl Repo {
     /// blob is sealed whole (a header alone cannot be authenticated), so the runs read
     /// lately are kept, up to [`RUN_BLOBS_KEPT`] bytes, and each is read and opened once.
     fn read_run(&self, id: &BlobId) -> Result<(Arc<Vec<u8>>, String)> {
+        // Kept by where it was read: one run id may be stored twice, encoded against
+        // different bases (two backups that made the same run), and what is asked for is
+        // always the copy the index names now.
+        let loc = self.locate(id)?;
+        let at = (loc.pack, loc.offset);
         {
             let mut kept = self.run_blobs.lock().expect("not poisoned");
-            if let Some(i) = kept.iter().position(|(r, _, _)| r == id) {
+            if let Some(i) = kept.iter().position(|(r, w, _, _)| r == id && *w == at) {
                 let hit = kept.remove(i);
                 kept.push(hit.clone());
-                return Ok((hit.1, hit.2));
+                return Ok((hit.2, hit.3));
             }
         }
-        let (enc, what) = self.read_encoded(id)?;
+        let (enc, what) = self.read_encoded_at(id, &loc)?;
         let enc = Arc::new(enc);
         let mut kept = self.run_blobs.lock().expect("not poisoned");
-        if !kept.iter().any(|(r, _, _)| r == id) {
-            kept.push((*id, enc.clone(), what.clone()));
+        if !kept.iter().any(|(r, w, _, _)| r == id && *w == at) {
+            kept.push((*id, at, enc.clone(), what.clone()));
         }
-        let mut total: usize = kept.iter().map(|(_, b, _)| b.len()).sum();
+        let mut total: usize = kept.iter().map(|(_, _, b, _)| b.len()).sum();
         while total > RUN_BLOBS_KEPT && kept.len() > 1 {
-            total -= kept.remove(0).1.len();
+            total -= kept.remove(0).2.len();
         }
         Ok((enc, what))
     }
@@ -1425,6 +1434,10 @@ impl Repo {
     pub fn by_label(&self, service: &str, revision: &str) -> Result<Vec<SnapshotId>> {
         let label = self.label_hash(service, revision);
         let ids = self.index().by_label(&label)?;
+        if self.synced {
+            // A write-mode open has just indexed every snapshot file.
+            return Ok(ids);
+        }
         let mut late = Vec::new();
         for id in self.snapshot_ids()? {
             if self.index().has_snapshot(&id)? {
