@@ -14,7 +14,8 @@ and verifies all its data. The tools take turns step by step, in an order that r
 with the round, so a machine that drifts moves all of them.
 
 Printed: MB/s per step (input bytes / wall time; "next" steps are the median over
-revisions 1..N-1 and rounds), repository size after all revisions, peak RSS of any step,
+revisions 1..N-1 and rounds), repository size after all revisions (the repository's files,
+without local caches: cairn's `index/`, restic's and borg's caches), peak RSS of any step,
 and cairn's ratio to each other tool. Medians over rounds.
 """
 import argparse
@@ -186,7 +187,11 @@ def main():
                 note(t, f"{kind} backup, dump", dbytes[i], tools[t].backup_dump(dumps[i], label))
         last = f"r{len(revs) - 1}"
         for t in order:
-            size[t].append(file_bytes(tools[t].repo))
+            # The repository's own files: cairn's index (`index/`, a local cache that
+            # `index rebuild` makes again from the packs) is left out, as restic's and borg's
+            # caches are (they live outside their repositories).
+            cache = os.path.join(tools[t].repo, "index") if t == "cairn" else None
+            size[t].append(file_bytes(tools[t].repo) - (file_bytes(cache) if cache else 0))
         for t in order:
             target = os.path.join(a.work, "restore", t)
             shutil.rmtree(os.path.join(a.work, "restore"), ignore_errors=True)

@@ -92,7 +92,9 @@ if [ -z "$real" ]; then
     if [ "$r" -gt 0 ]; then
       "${sb[@]}" --threads=2 --time=0 --events="$events" --rand-type=uniform run > /dev/null
     fi
-    mariadb-dump --socket="$work/sock" -uroot --single-transaction sbtest > "$work/real/rev-$r.sql"
+    # Numbered to sort by name (rev-10 after rev-09): the chain is taken in name order.
+    mariadb-dump --socket="$work/sock" -uroot --single-transaction sbtest \
+      > "$work/real/rev-$(printf %02d "$r").sql"
   done
 
   if [ -n "$keep" ]; then

@@ -11,7 +11,8 @@ taking turns revision by revision. Then every revision is restored from each rou
 again taking turns: `restore --target` (what an operator runs: the file written and synced)
 and `dump > /dev/null` (the read side alone). Times are medians over the rounds; a ratio is
 the median of each round's paired ratio, so a machine that drifts between rounds moves both
-sides of it. Every revision restored is compared with its dump byte for byte (first round).
+sides of it. Every revision dumped and restored is compared with its dump byte for byte
+(first round).
 """
 import argparse
 import filecmp
@@ -120,6 +121,9 @@ def main():
                 shutil.rmtree(target, ignore_errors=True)
                 restore[m][i].append(timed(
                     [a.cairn, "restore", "-q", f"db@r{i}", "--target", target], env[(r, m)])[:3])
+                if r == 0 and not filecmp.cmp(os.path.join(target, "db.sql"), dumps[i],
+                                              shallow=False):
+                    sys.exit(f"delta_measure: {a.name} r{i} ({m}) restores different bytes")
                 read[m][i].append(timed(
                     [a.cairn, "dump", f"db@r{i}", "db.sql"], env[(r, m)])[:3])
     shutil.rmtree(target, ignore_errors=True)

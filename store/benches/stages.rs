@@ -179,7 +179,7 @@ fn index(c: &mut Criterion) {
         );
         let mut next = n;
         g.bench_with_input(
-            BenchmarkId::new("insert a pack of 1,000 blobs", n),
+            BenchmarkId::new("insert a pack of 1,000 blobs (the index grows by each)", n),
             &n,
             |b, _| {
                 b.iter(|| {
