@@ -1427,10 +1427,10 @@ impl Repo {
         }
     }
 
-    /// The snapshots of `service@revision`, oldest first. Besides those the index holds,
-    /// snapshot files it lacks are read: a backup killed after writing its snapshot file and
-    /// before indexing it leaves one that only a write (which syncs the index) would see,
-    /// and a read by revision must find it too.
+    /// The snapshots of `service@revision`, oldest first, as the snapshot files say: the
+    /// index's, and in read mode (the index not synced at open) also snapshot files it lacks
+    /// (a backup killed after writing its snapshot file and before indexing it leaves one
+    /// that only a write would index), less entries whose file is gone.
     pub fn by_label(&self, service: &str, revision: &str) -> Result<Vec<SnapshotId>> {
         let label = self.label_hash(service, revision);
         let ids = self.index().by_label(&label)?;
@@ -1438,8 +1438,13 @@ impl Repo {
             // A write-mode open has just indexed every snapshot file.
             return Ok(ids);
         }
+        let files = self.snapshot_ids()?;
+        // The other way round: an entry whose file is gone (a `forget` killed between
+        // deleting the file and the entry) is no snapshot, and must not shift `~N`.
+        let present: std::collections::HashSet<&SnapshotId> = files.iter().collect();
+        let ids: Vec<SnapshotId> = ids.into_iter().filter(|id| present.contains(id)).collect();
         let mut late = Vec::new();
-        for id in self.snapshot_ids()? {
+        for id in files {
             if self.index().has_snapshot(&id)? {
                 continue;
             }

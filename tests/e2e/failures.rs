@@ -491,3 +491,36 @@ fn a_snapshot_its_backup_did_not_live_to_index_is_found_by_revision() {
     assert_ok(&f.run(&["restore", "app@r1", "--target", t.to_str().unwrap()]));
     assert_eq!(fs::read(t.join("src/a")).unwrap(), pseudo_data(300_000, 2));
 }
+
+#[test]
+fn a_snapshot_whose_file_is_gone_is_not_picked_by_revision() {
+    let f = Fixture::new();
+    let src = f.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let args = [
+        src.to_str().unwrap(),
+        "--service",
+        "app",
+        "--revision",
+        "r1",
+    ];
+    fs::write(src.join("a"), pseudo_data(300_000, 1)).unwrap();
+    f.backup(&args);
+    fs::write(src.join("a"), pseudo_data(300_000, 2)).unwrap();
+    let newer = f.backup(&args);
+    // As a `forget` killed between deleting the file and the index entry leaves it.
+    fs::remove_file(f.repo().join("snapshots").join(&newer)).unwrap();
+    let out = f.run(&["dump", "app@r1", "src/a"]);
+    assert_ok(&out);
+    assert!(
+        out.stdout == pseudo_data(300_000, 1),
+        "not the remaining snapshot"
+    );
+    let out = f.run(&["dump", "app@r1~1", "src/a"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("has 1 snapshot(s)"),
+        "{}",
+        stderr(&out)
+    );
+}
