@@ -435,13 +435,6 @@ impl Index {
             .is_some())
     }
 
-    /// A snapshot's time (ns), if it is indexed.
-    pub fn snapshot_time(&self, id: &SnapshotId) -> Result<Option<i64>> {
-        let v = self.db().get(key(b's', &id.0)).map_err(ix)?;
-        Ok(v.filter(|v| v.len() == 24)
-            .map(|v| i64::from_le_bytes(v[16..].try_into().expect("8"))))
-    }
-
     /// Forgets a snapshot.
     pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<()> {
         let Some(v) = self.db().get(key(b's', &id.0)).map_err(ix)? else {

@@ -95,6 +95,15 @@ const RUN_BLOBS_KEPT: usize = 16 << 20;
 /// authenticated plaintext, and the name errors give for it.
 type KeptRun = (BlobId, (PackId, u64), Arc<Vec<u8>>, String);
 
+/// Drops the oldest entries of a cache kept newest last until its bytes (`size` of each)
+/// are within `budget`, the newest kept whatever its size.
+fn trim_oldest<T>(kept: &mut Vec<T>, budget: usize, size: impl Fn(&T) -> usize) {
+    let mut total: usize = kept.iter().map(&size).sum();
+    while total > budget && kept.len() > 1 {
+        total -= size(&kept.remove(0));
+    }
+}
+
 /// A run being composed by one thread: what it composed, once it has (`None` if it failed).
 type ComposeSlot = std::sync::OnceLock<Option<Arc<ComposedRun>>>;
 
@@ -201,10 +210,7 @@ impl<'r> PlainReads<'r> {
                 kept.push((*c, d.clone()));
             }
         }
-        let mut total: usize = kept.iter().map(|(_, d)| d.len()).sum();
-        while total > PLAIN_KEPT && kept.len() > 1 {
-            total -= kept.remove(0).1.len();
-        }
+        trim_oldest(&mut kept, PLAIN_KEPT, |(_, d)| d.len());
     }
 }
 
@@ -1122,10 +1128,7 @@ impl Repo {
         if !kept.iter().any(|(r, w, _, _)| r == id && *w == at) {
             kept.push((*id, at, enc.clone(), what.clone()));
         }
-        let mut total: usize = kept.iter().map(|(_, _, b, _)| b.len()).sum();
-        while total > RUN_BLOBS_KEPT && kept.len() > 1 {
-            total -= kept.remove(0).2.len();
-        }
+        trim_oldest(&mut kept, RUN_BLOBS_KEPT, |(_, _, b, _)| b.len());
         Ok((enc, what))
     }
 
@@ -1439,32 +1442,30 @@ impl Repo {
             return Ok(ids);
         }
         let files = self.snapshot_ids()?;
-        // The other way round: an entry whose file is gone (a `forget` killed between
-        // deleting the file and the entry) is no snapshot, and must not shift `~N`.
-        let present: std::collections::HashSet<&SnapshotId> = files.iter().collect();
-        let ids: Vec<SnapshotId> = ids.into_iter().filter(|id| present.contains(id)).collect();
-        let mut late = Vec::new();
+        // One scan of the index's snapshot records gives both what it holds and when.
+        let indexed: IdMap<SnapshotId, i64> =
+            self.index().snapshots_newest_first()?.into_iter().collect();
+        let mut all = Vec::new();
         for id in files {
-            if self.index().has_snapshot(&id)? {
-                continue;
+            match indexed.get(&id) {
+                // The index's order is (time, id) too; entries whose file is gone (a
+                // `forget` killed between deleting the file and the entry) are not
+                // snapshots, and must not shift `~N`: only listed files are kept.
+                Some(t) => {
+                    if ids.contains(&id) {
+                        all.push((*t, id));
+                    }
+                }
+                None => match self.load_snapshot(&id) {
+                    Ok(s) if self.label_of(&s) == Some(label) => all.push((s.time_ns, id)),
+                    Ok(_) => {}
+                    // Forgotten since it was listed.
+                    Err(Error::NotFound(_)) => {}
+                    // A damaged file is no snapshot to restore; `check` names it.
+                    Err(e) if damage(&e) => {}
+                    Err(e) => return Err(e),
+                },
             }
-            match self.load_snapshot(&id) {
-                Ok(s) if self.label_of(&s) == Some(label) => late.push((s.time_ns, id)),
-                Ok(_) => {}
-                // Forgotten since it was listed.
-                Err(Error::NotFound(_)) => {}
-                // A damaged file is no snapshot to restore; `check` names it.
-                Err(e) if damage(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if late.is_empty() {
-            return Ok(ids);
-        }
-        let mut all = late;
-        for id in ids {
-            let t = self.index().snapshot_time(&id)?.unwrap_or(i64::MIN);
-            all.push((t, id));
         }
         all.sort();
         Ok(all.into_iter().map(|(_, id)| id).collect())
