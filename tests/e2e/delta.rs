@@ -27,24 +27,28 @@ pub fn dump(rev: u64, rows: u64) -> Vec<u8> {
     out
 }
 
-pub fn backup_dump(f: &Fixture, data: &[u8], rev: &str) -> serde_json::Value {
+/// `backup` of `data` from standard input as `db.sql` of service `db`, revision `rev`
+/// (with `--json`), ready to run.
+pub fn dump_backup(f: &Fixture, data: &[u8], rev: &str) -> std::process::Command {
     let p = f.path(&format!("dump-{rev}.sql"));
     fs::write(&p, data).unwrap();
-    let out = f
-        .cmd(&[
-            "backup",
-            "--stdin",
-            "--stdin-name",
-            "db.sql",
-            "--service",
-            "db",
-            "--revision",
-            rev,
-            "--json",
-        ])
-        .stdin(fs::File::open(&p).unwrap())
-        .output()
-        .unwrap();
+    let mut c = f.cmd(&[
+        "backup",
+        "--stdin",
+        "--stdin-name",
+        "db.sql",
+        "--service",
+        "db",
+        "--revision",
+        rev,
+        "--json",
+    ]);
+    c.stdin(fs::File::open(&p).unwrap());
+    c
+}
+
+pub fn backup_dump(f: &Fixture, data: &[u8], rev: &str) -> serde_json::Value {
+    let out = dump_backup(f, data, rev).output().unwrap();
     assert_ok(&out);
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -61,11 +65,24 @@ fn dumped(f: &Fixture, spec: &str) -> std::process::Output {
 }
 
 /// Asserts that revision `rN` of service `db` dumps back as `revs[N]`, for every N.
-pub fn assert_revisions_exact(f: &Fixture, revs: &[Vec<u8>]) {
-    for (r, want) in revs.iter().enumerate() {
+fn assert_revisions_exact(f: &Fixture, revs: &[Vec<u8>]) {
+    assert_dumps_exact(f, revs.iter().enumerate(), "");
+}
+
+/// Asserts that revision `rN` of service `db` dumps back as `want`, for each (N, want);
+/// `what` leads the message.
+pub fn assert_dumps_exact<'a>(
+    f: &Fixture,
+    revs: impl IntoIterator<Item = (usize, &'a Vec<u8>)>,
+    what: &str,
+) {
+    for (r, want) in revs {
         let out = dumped(f, &format!("db@r{r}"));
         assert_ok(&out);
-        assert!(out.stdout == *want, "revision {r} came back different");
+        assert!(
+            out.stdout == *want,
+            "{what}revision {r} came back different"
+        );
     }
 }
 
@@ -264,12 +281,12 @@ struct Reaches {
 
 /// The chunks of each revision's dump (`r0`, `r1`... by number), and for each delta run its
 /// revision (the first dump holding its chunks, which are new there) and the bases it takes.
-pub type Runs = (
+type Runs = (
     Vec<std::collections::HashSet<cairn_store::id::BlobId>>,
     Vec<(usize, Vec<cairn_store::id::BlobId>)>,
 );
 
-pub fn runs_by_revision(f: &Fixture) -> Runs {
+fn runs_by_revision(f: &Fixture) -> Runs {
     use cairn_store::repo::{Mode, Repo};
     use cairn_store::tree::Node;
     let repo = Repo::open(&f.repo(), PASSWORD.as_bytes(), Mode::Read).unwrap();

@@ -462,18 +462,28 @@ fn every_command_takes_the_repository_from_the_service_file() {
     assert!(stderr(&out).contains("service file"), "{}", stderr(&out));
 }
 
+/// Two snapshots of `app@r1`, of `src/a` holding `pseudo_data(300_000, 1)` then `(.., 2)`;
+/// returns the newer one's id.
+fn two_snapshots_of_one_revision(f: &Fixture) -> String {
+    let src = f.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let args = [
+        src.to_str().unwrap(),
+        "--service",
+        "app",
+        "--revision",
+        "r1",
+    ];
+    fs::write(src.join("a"), pseudo_data(300_000, 1)).unwrap();
+    f.backup(&args);
+    fs::write(src.join("a"), pseudo_data(300_000, 2)).unwrap();
+    f.backup(&args)
+}
+
 #[test]
 fn a_snapshot_its_backup_did_not_live_to_index_is_found_by_revision() {
     let f = Fixture::new();
-    let src = f.path("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("a"), pseudo_data(300_000, 1)).unwrap();
-    let label = ["--service", "app", "--revision", "r1"];
-    let mut args = vec![src.to_str().unwrap()];
-    args.extend_from_slice(&label);
-    f.backup(&args);
-    fs::write(src.join("a"), pseudo_data(300_000, 2)).unwrap();
-    let newer = f.backup(&args);
+    let newer = two_snapshots_of_one_revision(&f);
     // As a backup killed between writing its snapshot file and indexing it leaves it.
     {
         let index = cairn_store::index::Index::open(&f.repo().join("index")).unwrap();
@@ -495,19 +505,7 @@ fn a_snapshot_its_backup_did_not_live_to_index_is_found_by_revision() {
 #[test]
 fn a_snapshot_whose_file_is_gone_is_not_picked_by_revision() {
     let f = Fixture::new();
-    let src = f.path("src");
-    fs::create_dir_all(&src).unwrap();
-    let args = [
-        src.to_str().unwrap(),
-        "--service",
-        "app",
-        "--revision",
-        "r1",
-    ];
-    fs::write(src.join("a"), pseudo_data(300_000, 1)).unwrap();
-    f.backup(&args);
-    fs::write(src.join("a"), pseudo_data(300_000, 2)).unwrap();
-    let newer = f.backup(&args);
+    let newer = two_snapshots_of_one_revision(&f);
     // As a `forget` killed between deleting the file and the index entry leaves it.
     fs::remove_file(f.repo().join("snapshots").join(&newer)).unwrap();
     let out = f.run(&["dump", "app@r1", "src/a"]);

@@ -183,6 +183,13 @@ fn chain_dump(r: u64) -> Vec<u8> {
     d
 }
 
+/// The revisions still kept, by number, of those `None` marks as forgotten.
+fn kept(revs: &[Option<Vec<u8>>]) -> impl Iterator<Item = (usize, &Vec<u8>)> {
+    revs.iter()
+        .enumerate()
+        .filter_map(|(k, d)| Some((k, d.as_ref()?)))
+}
+
 /// Whether some chunk of the dump in snapshot `spec` is stored inside a delta run.
 fn holds_runs(f: &Fixture, spec: &str) -> bool {
     use cairn_store::repo::{Mode, Repo};
@@ -232,12 +239,12 @@ fn pack_count(f: &Fixture) -> usize {
 
 #[test]
 fn a_dump_backup_killed_while_writing_delta_runs_leaves_the_chain_whole() {
-    use crate::delta::backup_dump;
+    use crate::delta::{assert_dumps_exact, backup_dump, dump_backup};
     let f = Fixture::small_packs();
     // The revisions whose backup completed, by number.
-    let mut done: Vec<(u64, Vec<u8>)> = Vec::new();
+    let mut done: Vec<(usize, Vec<u8>)> = Vec::new();
     for r in 0..3 {
-        let d = chain_dump(r);
+        let d = chain_dump(r as u64);
         backup_dump(&f, &d, &format!("r{r}"));
         done.push((r, d));
     }
@@ -256,33 +263,16 @@ fn a_dump_backup_killed_while_writing_delta_runs_leaves_the_chain_whole() {
             rounds < 40,
             "in 40 kills none landed between pack and snapshot"
         );
-        let r = 4 + rounds as u64;
-        let ms = delays(seed ^ r, 1, took.max(100))[0];
-        let d = chain_dump(r);
-        let p = f.path("dump.sql");
-        fs::write(&p, &d).unwrap();
+        let r = 4 + rounds;
+        let ms = delays(seed ^ r as u64, 1, took.max(100))[0];
+        let d = chain_dump(r as u64);
         let (packs, snapshots) = (pack_count(&f), f.snapshot_ids().len());
-        let mut child = f
-            .cmd(&[
-                "backup",
-                "--stdin",
-                "--stdin-name",
-                "db.sql",
-                "--service",
-                "db",
-                "--revision",
-                &format!("r{r}"),
-                "--quiet",
-            ])
-            .stdin(fs::File::open(&p).unwrap())
+        let child = dump_backup(&f, &d, &format!("r{r}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(ms));
-        in_flight += child.try_wait().unwrap().is_none() as usize;
-        let _ = child.kill();
-        child.wait().unwrap();
+        in_flight += kill_after(child, ms) as usize;
         rounds += 1;
         if f.snapshot_ids().len() > snapshots {
             done.push((r, d));
@@ -291,25 +281,17 @@ fn a_dump_backup_killed_while_writing_delta_runs_leaves_the_chain_whole() {
         }
         let what = format!("r{r}: backup killed after {ms} ms (seed {seed})");
         assert_check_ok(&f, false, &what);
-        for (k, want) in &done {
-            let out = f.run(&["dump", &format!("db@r{k}"), "db.sql"]);
-            assert_ok(&out);
-            assert!(out.stdout == *want, "{what}: r{k} came back different");
-        }
+        assert_dumps_exact(&f, done.iter().map(|(k, d)| (*k, d)), &format!("{what}: "));
     }
     assert!(
         in_flight * 3 >= rounds,
         "only {in_flight} of {rounds} kills found the backup running"
     );
     // The next backup completes, over the packs the killed ones left, as runs.
-    let last = 4 + rounds as u64;
-    backup_dump(&f, &chain_dump(last), &format!("r{last}"));
-    done.push((last, chain_dump(last)));
-    for (k, want) in &done {
-        let out = f.run(&["dump", &format!("db@r{k}"), "db.sql"]);
-        assert_ok(&out);
-        assert!(out.stdout == *want, "r{k} came back different");
-    }
+    let last = 4 + rounds;
+    backup_dump(&f, &chain_dump(last as u64), &format!("r{last}"));
+    done.push((last, chain_dump(last as u64)));
+    assert_dumps_exact(&f, done.iter().map(|(k, d)| (*k, d)), "");
     // Chains are at most 8 revisions deep (then a revision is stored as chunks again), so
     // which of them holds runs depends on how many backups completed.
     assert!(
@@ -325,7 +307,7 @@ fn a_dump_backup_killed_while_writing_delta_runs_leaves_the_chain_whole() {
 
 #[test]
 fn prune_killed_over_delta_chains_keeps_every_base_a_kept_revision_needs() {
-    use crate::delta::backup_dump;
+    use crate::delta::{assert_dumps_exact, backup_dump};
     let f = Fixture::small_packs();
     let seed = seed();
     let mut revs: Vec<Option<Vec<u8>>> = Vec::new();
@@ -358,25 +340,16 @@ fn prune_killed_over_delta_chains_keeps_every_base_a_kept_revision_needs() {
             "r{r}: nothing to prune"
         );
         for ms in delays(seed ^ r, 2, took.max(100)) {
-            let mut child = f
+            let child = f
                 .cmd(&["prune", "--max-unused", "0", "--quiet"])
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            std::thread::sleep(Duration::from_millis(ms));
-            in_flight += child.try_wait().unwrap().is_none() as usize;
+            in_flight += kill_after(child, ms) as usize;
             rounds += 1;
-            let _ = child.kill();
-            child.wait().unwrap();
             let what = format!("r{r}: prune killed after {ms} ms (seed {seed})");
             assert_check_ok(&f, false, &what);
-            for (k, want) in revs.iter().enumerate() {
-                if let Some(want) = want {
-                    let out = f.run(&["dump", &format!("db@r{k}"), "db.sql"]);
-                    assert_ok(&out);
-                    assert!(out.stdout == *want, "{what}: r{k} came back different");
-                }
-            }
+            assert_dumps_exact(&f, kept(&revs), &format!("{what}: "));
         }
     }
     assert!(
@@ -385,15 +358,6 @@ fn prune_killed_over_delta_chains_keeps_every_base_a_kept_revision_needs() {
     );
     // A last prune completes; every kept revision is whole and every byte verifies.
     assert_ok(&f.run(&["prune", "--max-unused", "0", "--quiet"]));
-    for (k, want) in revs.iter().enumerate() {
-        if let Some(want) = want {
-            let out = f.run(&["dump", &format!("db@r{k}"), "db.sql"]);
-            assert_ok(&out);
-            assert!(
-                out.stdout == *want,
-                "r{k} came back different after the last prune"
-            );
-        }
-    }
+    assert_dumps_exact(&f, kept(&revs), "after the last prune: ");
     assert_check_ok(&f, true, "after the last prune");
 }

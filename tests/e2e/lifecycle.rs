@@ -228,14 +228,12 @@ fn prune_killed_at_20_random_moments_leaves_a_whole_repository() {
         fs::copy(keep_src.join("0.bin"), junk.join("shared.bin")).unwrap();
         let j = f.backup(&[junk.to_str().unwrap()]);
         assert_ok(&f.run(&["forget", &j]));
-        let mut child = f
+        let child = f
             .cmd(&["prune", "--max-unused", "0", "--quiet"])
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(ms));
-        let _ = child.kill();
-        child.wait().unwrap();
+        kill_after(child, ms);
         assert_check_ok(
             &f,
             false,

@@ -251,6 +251,16 @@ pub fn delays(seed: u64, n: usize, max_ms: u64) -> Vec<u64> {
         .collect()
 }
 
+/// Kills `child` after `ms` milliseconds and reaps it; returns whether it was still
+/// running then (a kill that found it done tested nothing).
+pub fn kill_after(mut child: std::process::Child, ms: u64) -> bool {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    let running = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    child.wait().unwrap();
+    running
+}
+
 /// Asserts `cairn check` (with `--read-data` when asked) finds nothing wrong.
 #[track_caller]
 pub fn assert_check_ok(f: &Fixture, read_data: bool, what: &str) {
