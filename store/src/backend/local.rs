@@ -1,9 +1,11 @@
 //! A repository in a local directory.
 
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::Backend;
 use crate::error::{Error, Result};
@@ -11,12 +13,64 @@ use crate::error::{Error, Result};
 /// Files under a root directory. Directories are created 0700 and files 0600.
 pub struct LocalBackend {
     root: PathBuf,
+    /// Packs opened lately, for reads of their blobs.
+    open: Mutex<OpenPacks>,
+}
+
+/// How many pack files are kept open. A restore of many small files reads a few blobs from
+/// each pack in turn; opening the pack for every read was half its `openat` calls.
+const OPEN_PACKS: usize = 64;
+
+/// Open pack files with their sizes, oldest opened first. A pack never changes once
+/// written (its name is its contents' id), so a descriptor stays right until the file is
+/// removed, which drops it here too.
+#[derive(Default)]
+struct OpenPacks {
+    files: HashMap<String, (Arc<File>, u64)>,
+    order: VecDeque<String>,
 }
 
 impl LocalBackend {
     /// A backend rooted at `root` (which need not exist yet).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            open: Mutex::new(OpenPacks::default()),
+        }
+    }
+
+    /// The open file `name` and its size; packs come from (and go into) the open set.
+    fn open_for_read(&self, name: &str) -> Result<(Arc<File>, u64)> {
+        let cache = name.starts_with("packs/");
+        if cache && let Some(f) = self.open_packs().files.get(name) {
+            return Ok(f.clone());
+        }
+        let p = self.path(name);
+        let f = File::open(&p).map_err(|e| missing_or_io(&p, e))?;
+        let size = f.metadata().map_err(|e| Error::io(&p, e))?.len();
+        let f = (Arc::new(f), size);
+        if cache {
+            let mut open = self.open_packs();
+            if open.files.insert(name.to_string(), f.clone()).is_none() {
+                open.order.push_back(name.to_string());
+            }
+            while open.order.len() > OPEN_PACKS {
+                let old = open.order.pop_front().expect("not empty");
+                open.files.remove(&old);
+            }
+        }
+        Ok(f)
+    }
+
+    fn open_packs(&self) -> std::sync::MutexGuard<'_, OpenPacks> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn forget_open(&self, name: &str) {
+        let mut open = self.open_packs();
+        if open.files.remove(name).is_some() {
+            open.order.retain(|n| n != name);
+        }
     }
 
     /// The root directory.
@@ -60,8 +114,7 @@ impl Backend for LocalBackend {
 
     fn read_at(&self, name: &str, offset: u64, len: u64) -> Result<Vec<u8>> {
         let p = self.path(name);
-        let f = File::open(&p).map_err(|e| missing_or_io(&p, e))?;
-        let size = f.metadata().map_err(|e| Error::io(&p, e))?.len();
+        let (f, size) = self.open_for_read(name)?;
         if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(Error::corrupt(
                 name,
@@ -69,8 +122,14 @@ impl Backend for LocalBackend {
             ));
         }
         let mut buf = vec![0u8; len as usize];
-        f.read_exact_at(&mut buf, offset)
-            .map_err(|e| Error::io(&p, e))?;
+        f.read_exact_at(&mut buf, offset).map_err(|e| {
+            if e.kind() == ErrorKind::UnexpectedEof {
+                // Shorter now than when it was opened.
+                Error::corrupt(name, format!("truncated below offset {}", offset + len))
+            } else {
+                Error::io(&p, e)
+            }
+        })?;
         Ok(buf)
     }
 
@@ -80,6 +139,7 @@ impl Backend for LocalBackend {
     }
 
     fn write(&self, name: &str, data: &[u8]) -> Result<()> {
+        self.forget_open(name);
         let p = self.path(name);
         let dir = p.parent().expect("names have a parent").to_path_buf();
         self.mkdirs(&dir)?;
@@ -139,6 +199,7 @@ impl Backend for LocalBackend {
     }
 
     fn remove(&self, name: &str) -> Result<()> {
+        self.forget_open(name);
         let p = self.path(name);
         match fs::remove_file(&p) {
             Ok(()) => Ok(()),
