@@ -345,7 +345,13 @@ fn prune_killed_over_delta_chains_keeps_every_base_a_kept_revision_needs() {
                 .stderr(Stdio::null())
                 .spawn()
                 .unwrap();
-            in_flight += kill_after(child, ms) as usize;
+            let running = kill_after(child, ms);
+            in_flight += running as usize;
+            if !running {
+                // It finished sooner than the first (timed on a busier machine, maybe):
+                // later kills aim within the time this one took at most.
+                took = took.min(ms * 3 / 4);
+            }
             rounds += 1;
             let what = format!("r{r}: prune killed after {ms} ms (seed {seed})");
             assert_check_ok(&f, false, &what);

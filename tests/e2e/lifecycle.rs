@@ -295,12 +295,14 @@ fn backup_and_prune_at_the_same_time_both_succeed() {
     let backup = f
         .cmd(&["backup", c.to_str().unwrap(), "--json"])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(30));
     let prune = f
         .cmd(&["prune", "--max-unused", "0", "--json"])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let bo = backup.wait_with_output().unwrap();
@@ -314,6 +316,7 @@ fn backup_and_prune_at_the_same_time_both_succeed() {
     let prune = f
         .cmd(&["prune", "--max-unused", "0", "--json"])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(30));
