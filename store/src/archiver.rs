@@ -298,8 +298,10 @@ struct Archiver<'r> {
     parent_root: HashMap<Vec<u8>, Entry>,
     /// Delta runs in the open pack and their members: indexed once the pack is.
     pending_members: Vec<(BlobId, Vec<(BlobId, u32)>)>,
-    /// Packs written and durable but not indexed yet (see [`INDEX_PACKS`]).
+    /// Packs handed to the writer but not indexed yet (see [`INDEX_PACKS`]).
     unindexed: Vec<crate::index::NewPack>,
+    /// Writes sealed packs durably while the next one is filled.
+    writer: Option<PackWriter>,
     /// Chunks stored inside delta runs by this backup.
     session_members: HashSet<BlobId>,
     /// Runs of the parent met as bases.
@@ -317,6 +319,58 @@ struct Archiver<'r> {
 /// marks it; a backup killed before indexing them leaves packs that the next write-mode
 /// open indexes (`Repo::sync_index`).
 const INDEX_PACKS: usize = 8;
+
+/// A thread that writes packs (atomically and durably, through the backend) while the
+/// backup fills the next: writing and syncing a 16 MiB pack took 40-90 ms here, in which
+/// no chunk was read or compressed. One pack is written at a time and the next waits to be
+/// taken, so a backup holds at most two packs.
+struct PackWriter {
+    tx: Option<std::sync::mpsc::SyncSender<(String, Vec<u8>)>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl PackWriter {
+    fn start(backend: std::sync::Arc<dyn crate::backend::Backend>) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(String, Vec<u8>)>(0);
+        let thread = std::thread::spawn(move || {
+            for (name, bytes) in rx {
+                backend.write(&name, &bytes)?;
+            }
+            Ok(())
+        });
+        Self {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Hands a pack over; a write that failed before is reported here (or by `finish`).
+    fn write(&mut self, name: String, bytes: Vec<u8>) -> Result<()> {
+        let sent = self.tx.as_ref().expect("open").send((name, bytes));
+        if sent.is_err() {
+            // The thread ended on an error: that is the error.
+            self.tx = None;
+            self.join()?;
+            return Err(Error::Invalid("the pack writer stopped".into()));
+        }
+        Ok(())
+    }
+
+    /// Waits until every pack handed over is durable.
+    fn finish(mut self) -> Result<()> {
+        self.tx = None;
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<()> {
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            None => Ok(()),
+        }
+    }
+}
 
 /// A batch of a stream read ahead: chunk ids, chunks, and the read error that ended it.
 type ReadBatch = (Vec<BlobId>, Vec<Vec<u8>>, Option<std::io::Error>);
@@ -478,6 +532,7 @@ impl<'r> Archiver<'r> {
             parent_root: HashMap::new(),
             pending_members: Vec::new(),
             unindexed: Vec::new(),
+            writer: None,
             session_members: HashSet::new(),
             parent_runs: HashMap::new(),
             reread: false,
@@ -1374,22 +1429,29 @@ impl<'r> Archiver<'r> {
             return Ok(());
         }
         let (id, bytes, entries) = pack.finish();
-        self.repo.backend().write(&pack_name(&id), &bytes)?;
+        let size = bytes.len() as u64;
+        let backend = self.repo.backend();
+        self.writer
+            .get_or_insert_with(|| PackWriter::start(backend.clone()))
+            .write(pack_name(&id), bytes)?;
         self.unindexed.push(crate::index::NewPack {
             id,
-            size: bytes.len() as u64,
+            size,
             entries,
             runs: std::mem::take(&mut self.pending_members),
         });
-        self.summary.added_bytes += bytes.len() as u64;
+        self.summary.added_bytes += size;
         if self.unindexed.len() >= INDEX_PACKS {
             self.index_packs()?;
         }
         Ok(())
     }
 
-    /// Indexes the packs written since the last time, in one write.
+    /// Indexes the packs written since the last time, in one write, once they are durable.
     fn index_packs(&mut self) -> Result<()> {
+        if let Some(w) = self.writer.take() {
+            w.finish()?;
+        }
         if self.unindexed.is_empty() {
             return Ok(());
         }
