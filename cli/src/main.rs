@@ -132,11 +132,34 @@ fn main() -> ExitCode {
     };
     match run(cli) {
         Ok(code) => ExitCode::from(code),
+        Err(e) if broken_pipe(&e) && stdout_gone() => {
+            // `cairn ls | head`: the reader had what it wanted.
+            ExitCode::from(exit::OK)
+        }
         Err(e) => {
             eprintln!("cairn: {}", ui::chain(&e));
             ExitCode::from(code_of(&e))
         }
     }
+}
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Whether standard output is a pipe whose reader is gone. A broken pipe elsewhere (a load
+/// program that died) is an error to report; to our own reader it is the end of the output.
+fn stdout_gone() -> bool {
+    let mut p = libc::pollfd {
+        fd: libc::STDOUT_FILENO,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    unsafe { libc::poll(&mut p, 1, 0) == 1 && p.revents & libc::POLLERR != 0 }
 }
 
 fn run(cli: Cli) -> anyhow::Result<u8> {

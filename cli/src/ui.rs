@@ -89,7 +89,7 @@ impl Bar {
     /// Prints a line above the bar (or plainly when there is none).
     pub fn println(&self, msg: &str) {
         if self.0.is_hidden() {
-            println!("{msg}");
+            crate::outln!("{msg}");
         } else {
             self.0.println(msg);
         }
@@ -162,6 +162,31 @@ pub fn parse_time(s: &str) -> anyhow::Result<i64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     Ok(((days * 86_400) + hh * 3600 + mm * 60 + ss) * 1_000_000_000)
+}
+
+/// `println!` that outlives its reader: `cairn snapshots | head` made `println!` panic
+/// ("failed printing to stdout: Broken pipe"). Lines to a closed pipe are dropped and the
+/// command goes on, so that no operation (a state transition) stops halfway because its
+/// output is not read. Any other write error panics as `println!` does.
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::ui::write_line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::ui::write_line(format_args!($($arg)*))
+    };
+}
+
+/// Writes one line to standard output; see [`outln!`].
+pub fn write_line(args: std::fmt::Arguments) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(args).and_then(|()| out.write_all(b"\n")) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => panic!("failed printing to stdout: {e}"),
+    }
 }
 
 #[cfg(test)]

@@ -522,3 +522,44 @@ fn a_snapshot_whose_file_is_gone_is_not_picked_by_revision() {
         stderr(&out)
     );
 }
+
+#[test]
+fn output_piped_into_a_reader_that_stops_early_ends_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let f = Fixture::new();
+    let d = f.path("many");
+    fs::create_dir_all(&d).unwrap();
+    // More listing than a pipe holds (64 KiB), so `ls` surely meets the closed pipe (it said
+    // "cairn: Broken pipe" and exited 1). `snapshots` and `stats` print less: they meet it
+    // only when the reader closes first (`stats` panicked then).
+    for i in 0..2000 {
+        fs::write(d.join(format!("file-with-a-long-name-{i:05}.txt")), b"x").unwrap();
+    }
+    let id = f.backup(&[d.to_str().unwrap()]);
+    for _ in 0..3 {
+        f.backup(&[d.to_str().unwrap()]);
+    }
+    for args in [vec!["ls", id.as_str()], vec!["snapshots"], vec!["stats"]] {
+        let mut child = f
+            .cmd(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(!first.is_empty(), "{args:?} printed nothing");
+        // The reader goes away after one line, as `head -1` does.
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{args:?} panicked: {err}");
+        assert!(
+            out.status.success(),
+            "{args:?} exited {:?}: {err}",
+            out.status
+        );
+    }
+}

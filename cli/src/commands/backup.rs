@@ -104,14 +104,14 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
             "summary": s,
             "warnings": r.warnings,
         });
-        println!("{v}");
+        crate::outln!("{v}");
     } else if !g.quiet {
         let label = r
             .snapshot
             .label()
             .map(|l| format!(" ({l})"))
             .unwrap_or_default();
-        println!(
+        crate::outln!(
             "snapshot {}{label} saved: {} files, {} dirs, {} read, {} new in {} blobs, {} added to the repository, {:.1}s",
             r.id.short(),
             s.files,

@@ -65,10 +65,10 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     if a.json {
         let mut v = serde_json::to_value(&r)?;
         v["ok"] = serde_json::Value::Bool(r.ok());
-        println!("{v}");
+        crate::outln!("{v}");
     } else {
         if !g.quiet {
-            println!(
+            crate::outln!(
                 "checked {} packs, {} blobs, {} snapshots, {} trees; read {} packs whole ({})",
                 r.packs,
                 r.blobs,
@@ -106,7 +106,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
             }
         }
         if r.ok() && !g.quiet {
-            println!("no errors");
+            crate::outln!("no errors");
         }
     }
     if !r.ok() {

@@ -44,7 +44,7 @@ impl cairn_store::restorer::Progress for Say {}
 impl Report for Say {
     fn step(&self, msg: &str) {
         if !self.0 {
-            println!("     {msg}");
+            crate::outln!("     {msg}");
         }
     }
 }
@@ -66,7 +66,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     };
     let say = |s: String| {
         if !g.quiet {
-            println!("{s}");
+            crate::outln!("{s}");
         }
     };
     let repo_dir = base.join("repo");

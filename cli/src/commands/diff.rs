@@ -119,7 +119,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
         }
     }
     if a.json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::json!({
                 "a": ida.to_hex(), "b": idb.to_hex(), "added": ch.added, "removed": ch.removed,
@@ -129,7 +129,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
         return Ok(crate::exit::OK);
     }
     for v in &ch.added {
-        println!(
+        crate::outln!(
             "+ {}  ({}, {})",
             v["path"].as_str().unwrap_or(""),
             v["kind"].as_str().unwrap_or(""),
@@ -137,7 +137,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
         );
     }
     for v in &ch.removed {
-        println!(
+        crate::outln!(
             "- {}  ({}, {})",
             v["path"].as_str().unwrap_or(""),
             v["kind"].as_str().unwrap_or(""),
@@ -160,13 +160,13 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
                 v["mode_b"].as_str().unwrap_or("")
             ));
         }
-        println!(
+        crate::outln!(
             "M {}  ({})",
             v["path"].as_str().unwrap_or(""),
             what.join(", ")
         );
     }
-    println!(
+    crate::outln!(
         "{} added, {} removed, {} changed; {} added {} in {} blobs over {}",
         ch.added.len(),
         ch.removed.len(),

@@ -138,10 +138,10 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
         for d in &decisions {
             if group != Some(&d.group) {
                 group = Some(&d.group);
-                println!("{}:", d.group.as_deref().unwrap_or("(no service)"));
+                crate::outln!("{}:", d.group.as_deref().unwrap_or("(no service)"));
             }
             let s = &snaps.iter().find(|(i, _)| *i == d.id).expect("listed").1;
-            println!(
+            crate::outln!(
                 "  {} {}  {}  {:<20} {}",
                 if d.keep { "keep  " } else { "forget" },
                 d.id.short(),
@@ -150,7 +150,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
                 d.reasons.join(", ")
             );
         }
-        println!(
+        crate::outln!(
             "{} {} snapshot(s); {} freed by the next prune",
             if a.dry_run {
                 "would forget"
@@ -166,7 +166,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     if (a.dry_run || !a.prune)
         && let Some(v) = &forget_json
     {
-        println!("{v}");
+        crate::outln!("{v}");
     }
     if a.dry_run {
         return Ok(crate::exit::OK);
@@ -181,7 +181,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
         // One JSON object: forget's, with prune's report inside.
         if let Some(mut v) = forget_json {
             v["prune"] = serde_json::to_value(&r)?;
-            println!("{v}");
+            crate::outln!("{v}");
         }
         super::prune::say(g, &r, false, a.json);
         return Ok(crate::exit::OK);

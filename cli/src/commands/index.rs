@@ -26,9 +26,10 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
             let pw = g.password()?;
             let r = cairn_store::repo::rebuild_index(path, &pw)?;
             if !g.quiet {
-                println!(
+                crate::outln!(
                     "index rebuilt: {} packs, {} snapshots",
-                    r.packs_added, r.snapshots_added
+                    r.packs_added,
+                    r.snapshots_added
                 );
             }
             for (name, why) in &r.damaged {

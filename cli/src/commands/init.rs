@@ -81,8 +81,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     }
     cairn_store::repo::init_with(path, &pw, config)?;
     if !g.quiet {
-        println!("created cairn repository at {}", path.display());
-        println!("keep the password safe: without it the data cannot be read, by anyone");
+        crate::outln!("created cairn repository at {}", path.display());
+        crate::outln!("keep the password safe: without it the data cannot be read, by anyone");
     }
     Ok(crate::exit::OK)
 }

@@ -59,7 +59,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
                 let mark = if name == repo.key_name() { "*" } else { " " };
                 let short = name.trim_start_matches("keys/");
                 match kf {
-                    Some(k) => println!(
+                    Some(k) => crate::outln!(
                         "{mark} {short}  {}  {}@{}  argon2id m={}KiB t={} p={}",
                         ui::time(k.created_ns),
                         k.user,
@@ -68,26 +68,26 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
                         k.kdf.t,
                         k.kdf.p
                     ),
-                    None => println!("{mark} {short}  (another password)"),
+                    None => crate::outln!("{mark} {short}  (another password)"),
                 }
             }
         }
         Cmd::Add => {
             let pw = crate::password::new(None, false)?;
             let name = repo.add_key(&pw)?;
-            println!("added key {}", name.trim_start_matches("keys/"));
+            crate::outln!("added key {}", name.trim_start_matches("keys/"));
         }
         Cmd::Remove { id } => {
             repo.remove_key(&id)?;
-            println!("removed key {id}");
+            crate::outln!("removed key {id}");
         }
         Cmd::Rotate { remove_other_keys } => {
             let pw = g.password()?;
             let (name, generation, removed) = repo.rotate_key(&pw, remove_other_keys)?;
             for r in &removed {
-                println!("removed key {}", r.trim_start_matches("keys/"));
+                crate::outln!("removed key {}", r.trim_start_matches("keys/"));
             }
-            println!(
+            crate::outln!(
                 "new key generation {generation}: everything written from now on is sealed under it; \
                  key file is now {}",
                 name.trim_start_matches("keys/")
@@ -96,7 +96,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
         Cmd::Passwd => {
             let pw = crate::password::new(None, false)?;
             let name = repo.change_password(&pw)?;
-            println!(
+            crate::outln!(
                 "password changed; key file is now {}",
                 name.trim_start_matches("keys/")
             );

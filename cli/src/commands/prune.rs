@@ -52,7 +52,7 @@ pub fn prune_now(g: &Global, repo: &Repo, opts: &Options, json: bool) -> anyhow:
     let dry_run = opts.dry_run;
     let r = prune::prune(repo, opts, &Say(g.quiet || json))?;
     if json {
-        println!("{}", serde_json::to_string(&r)?);
+        crate::outln!("{}", serde_json::to_string(&r)?);
     }
     say(g, &r, dry_run, json);
     Ok(crate::exit::OK)
@@ -61,7 +61,7 @@ pub fn prune_now(g: &Global, repo: &Repo, opts: &Options, json: bool) -> anyhow:
 /// Prints what a prune did (the text form; with `json`, only the note on deferral).
 pub fn say(g: &Global, r: &prune::Report, dry_run: bool, json: bool) {
     if !json && !g.quiet {
-        println!(
+        crate::outln!(
             "{}{} packs ({}): {} used, {} unused",
             if dry_run { "would prune: " } else { "" },
             r.packs,
@@ -69,7 +69,7 @@ pub fn say(g: &Global, r: &prune::Report, dry_run: bool, json: bool) {
             ui::size(r.used_bytes),
             ui::size(r.unused_bytes)
         );
-        println!(
+        crate::outln!(
             "  {} packs {}deleted whole, {} repacked ({} blobs, {} moved into {} new packs)",
             r.delete_packs,
             if dry_run { "to be " } else { "" },
@@ -79,14 +79,14 @@ pub fn say(g: &Global, r: &prune::Report, dry_run: bool, json: bool) {
             r.new_packs
         );
         if !dry_run {
-            println!(
+            crate::outln!(
                 "  packs now {} (freed {})",
                 ui::size(r.pack_bytes_after),
                 ui::size(r.pack_bytes.saturating_sub(r.pack_bytes_after))
             );
         }
         if r.kept_back > 0 {
-            println!(
+            crate::outln!(
                 "  {} packs kept: backups that ran meanwhile need them",
                 r.kept_back
             );

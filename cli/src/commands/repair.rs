@@ -79,7 +79,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
                 dry_run,
             )?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                crate::outln!("{}", serde_json::to_string(&r)?);
             } else {
                 for s in &r.salvaged {
                     eprintln!(
@@ -97,7 +97,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
                     );
                 }
                 if !g.quiet {
-                    println!(
+                    crate::outln!(
                         "{} packs looked at ({} read whole), {} damaged, {} new packs",
                         r.packs,
                         r.packs_read,
@@ -105,13 +105,14 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
                         r.new_packs
                     );
                     if !dry_run {
-                        println!(
+                        crate::outln!(
                             "index rebuilt: {} packs, {} snapshots",
-                            r.indexed_packs, r.indexed_snapshots
+                            r.indexed_packs,
+                            r.indexed_snapshots
                         );
                     }
                     if r.salvaged.iter().any(|s| s.lost > 0) && !dry_run {
-                        println!(
+                        crate::outln!(
                             "next: `cairn repair snapshots` drops what the lost blobs took with them"
                         );
                     }
@@ -127,7 +128,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
             let repo = g.open(Mode::Write)?;
             let r = repair::repair_snapshots(&repo, dry_run)?;
             if json {
-                println!("{}", serde_json::to_string(&r)?);
+                crate::outln!("{}", serde_json::to_string(&r)?);
             } else {
                 for s in &r.rewritten {
                     let label = s
@@ -165,7 +166,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
                     );
                 }
                 if !g.quiet {
-                    println!(
+                    crate::outln!(
                         "{} snapshots looked at, {} {}written again, {} {}set aside",
                         r.snapshots,
                         r.rewritten.len(),

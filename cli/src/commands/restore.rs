@@ -52,7 +52,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     bar.finish();
     let stats = r?;
     if !g.quiet {
-        println!(
+        crate::outln!(
             "restored snapshot {}{} to {}: {} files, {} dirs, {}",
             id.short(),
             snap.label().map(|l| format!(" ({l})")).unwrap_or_default(),

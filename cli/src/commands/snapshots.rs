@@ -37,15 +37,19 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
                 })
             })
             .collect();
-        println!("{}", serde_json::json!({ "snapshots": list }));
+        crate::outln!("{}", serde_json::json!({ "snapshots": list }));
         return Ok(code);
     }
-    println!(
+    crate::outln!(
         "{:<10} {:<20} {:<24} {:>10} {:>10}  paths",
-        "id", "time (UTC)", "service@revision", "size", "added"
+        "id",
+        "time (UTC)",
+        "service@revision",
+        "size",
+        "added"
     );
     for (id, s) in &snaps {
-        println!(
+        crate::outln!(
             "{:<10} {:<20} {:<24} {:>10} {:>10}  {}{}",
             id.short(),
             ui::time(s.time_ns),
@@ -60,6 +64,6 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
             }
         );
     }
-    println!("{} snapshots", snaps.len());
+    crate::outln!("{} snapshots", snaps.len());
     Ok(code)
 }

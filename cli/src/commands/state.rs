@@ -310,13 +310,13 @@ fn history(repo: &Repo, service: &str, json: bool) -> anyhow::Result<()> {
                     "outcome": e.outcome, "loaded": e.snapshot.map(|i| i.to_hex()), "saved": e.saved.map(|i| i.to_hex())})
             })
             .collect();
-        println!(
+        crate::outln!(
             "{}",
             serde_json::json!({"service": service, "active": active, "revisions": revisions, "transitions": transitions})
         );
         return Ok(());
     }
-    println!(
+    crate::outln!(
         "{service}: active revision {}",
         active.as_deref().unwrap_or("(none recorded)")
     );
@@ -326,12 +326,12 @@ fn history(repo: &Repo, service: &str, json: bool) -> anyhow::Result<()> {
         } else {
             ""
         };
-        println!("\nrevision {r}{mark}");
+        crate::outln!("\nrevision {r}{mark}");
         for (id, s) in snaps
             .iter()
             .filter(|(_, s)| s.revision.as_deref() == Some(r))
         {
-            println!(
+            crate::outln!(
                 "  {}  {}  {:>10} of state, {:>10} added{}",
                 ui::time(s.time_ns),
                 id.short(),
@@ -347,9 +347,9 @@ fn history(repo: &Repo, service: &str, json: bool) -> anyhow::Result<()> {
     }
     let moves: Vec<_> = evs.iter().filter(|e| e.kind != Kind::Dump).collect();
     if !moves.is_empty() {
-        println!("\ntransitions");
+        crate::outln!("\ntransitions");
         for e in moves {
-            println!(
+            crate::outln!(
                 "  {}  {:<10} {} -> {}  {}",
                 ui::time(e.time_ns),
                 kind_name(e.kind),
@@ -412,15 +412,18 @@ fn list(repo: &Repo, file: &ServiceFile, json: bool) -> anyhow::Result<()> {
             .iter()
             .map(|(k, (n, b))| serde_json::json!({"service": k, "active": active(k), "snapshots": n, "stored_bytes": b}))
             .collect();
-        println!("{}", serde_json::json!({ "services": list }));
+        crate::outln!("{}", serde_json::json!({ "services": list }));
         return Ok(());
     }
-    println!(
+    crate::outln!(
         "{:<20} {:<24} {:>9} {:>12}",
-        "service", "active revision", "snapshots", "stored"
+        "service",
+        "active revision",
+        "snapshots",
+        "stored"
     );
     for (k, (n, b)) in &rows {
-        println!(
+        crate::outln!(
             "{:<20} {:<24} {:>9} {:>12}",
             k,
             active(k).unwrap_or_else(|| "-".into()),

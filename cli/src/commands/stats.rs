@@ -129,10 +129,10 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
             "snapshots": per,
             "services": services,
         });
-        println!("{v}");
+        crate::outln!("{v}");
         return Ok(code);
     }
-    println!(
+    crate::outln!(
         "repository: {} snapshots, {} packs ({}), {} blobs ({} data, {} trees, {} delta runs)",
         all.len(),
         packs.len(),
@@ -143,7 +143,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
         runs.len()
     );
     if !runs.is_empty() {
-        println!(
+        crate::outln!(
             "  delta runs: {} of data stored in {}; chains at most {} revisions deep, read \
              through at most {} runs",
             ui::size(run_raw),
@@ -152,43 +152,48 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
             max_levels
         );
     }
-    println!(
+    crate::outln!(
         "  logical bytes in all snapshots  {:>12}",
         ui::size(logical_all)
     );
-    println!(
+    crate::outln!(
         "  after dedup (plaintext)         {:>12}   dedup {:.1}x",
         ui::size(used.raw),
         ratio(logical_all, used.raw)
     );
-    println!(
+    crate::outln!(
         "  after compression and sealing   {:>12}   compression {:.1}x",
         ui::size(used.stored),
         ratio(used.raw, used.stored)
     );
-    println!(
+    crate::outln!(
         "  unused bytes in packs           {:>12}   (prune frees them)",
         ui::size(unused)
     );
-    println!(
+    crate::outln!(
         "  pack headers and tables         {:>12}",
         ui::size(overhead)
     );
     if usage.missing > 0 {
-        println!(
+        crate::outln!(
             "  WARNING: {} blobs that snapshots need are not in the index (run `cairn check`)",
             usage.missing
         );
     }
-    println!();
-    println!(
+    crate::outln!();
+    crate::outln!(
         "{:<10} {:<24} {:>10} {:>10} {:>10} {:>10}",
-        "snapshot", "service@revision", "logical", "stored", "unique", "shared"
+        "snapshot",
+        "service@revision",
+        "logical",
+        "stored",
+        "unique",
+        "shared"
     );
     for &i in &chosen {
         let (id, s) = &all[i];
         let u = usage.per_snapshot[i];
-        println!(
+        crate::outln!(
             "{:<10} {:<24} {:>10} {:>10} {:>10} {:>10}",
             id.short(),
             s.label().unwrap_or_else(|| "-".into()),
@@ -199,20 +204,20 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
         );
     }
     if chosen.len() != all.len() {
-        println!(
+        crate::outln!(
             "deleting these {} snapshots together would free {}",
             chosen.len(),
             ui::size(together)
         );
     }
     for (svc, revs) in &services {
-        println!("\nservice {svc}");
+        crate::outln!("\nservice {svc}");
         for (rev, snaps) in revs {
             let added: u64 = snaps
                 .iter()
                 .map(|v| v["added_bytes"].as_u64().unwrap_or(0))
                 .sum();
-            println!(
+            crate::outln!(
                 "  revision {rev:<20} {} snapshot(s), added {}",
                 snaps.len(),
                 ui::size(added)
