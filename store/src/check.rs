@@ -325,20 +325,34 @@ pub(crate) struct WholePack {
 /// pack.
 pub(crate) fn read_pack(repo: &Repo, id: &PackId) -> Result<WholePack> {
     let what = format!("pack {}", id.short());
+    use rayon::prelude::*;
     let bytes = repo.backend().read(&pack_name(id))?;
-    let name_ok = blake3::hash(&bytes).as_bytes() == &id.0;
     let (key, toc) = pack::open_pack(repo.keys(), &bytes, &what)?;
+    // The blobs are opened, decoded and re-hashed on every core, beside the hash of the
+    // whole pack (one core did it all: a check read 0.76x as fast as restic's).
+    let (name_ok, opened) = rayon::join(
+        || blake3::hash(&bytes).as_bytes() == &id.0,
+        || {
+            toc.par_iter()
+                .enumerate()
+                .map(|(slot, e)| {
+                    let sealed =
+                        &bytes[e.offset as usize..e.offset as usize + e.stored_len as usize];
+                    blob::open_encoded(&key, slot as u32, &e.id, e.kind, e.raw_len, sealed, &what)
+                        .ok()
+                        // A delta run is decoded against its bases, which may be in other
+                        // packs.
+                        .filter(|enc| {
+                            repo.decode_encoded(&e.id, e.kind, e.raw_len, enc, &what)
+                                .is_ok()
+                        })
+                })
+                .collect::<Vec<_>>()
+        },
+    );
     let mut good = Vec::new();
     let mut lost = HashSet::new();
-    for (slot, e) in toc.iter().enumerate() {
-        let sealed = &bytes[e.offset as usize..e.offset as usize + e.stored_len as usize];
-        let whole = blob::open_encoded(&key, slot as u32, &e.id, e.kind, e.raw_len, sealed, &what)
-            .ok()
-            // A delta run is decoded against its bases, which may be in other packs.
-            .filter(|enc| {
-                repo.decode_encoded(&e.id, e.kind, e.raw_len, enc, &what)
-                    .is_ok()
-            });
+    for (e, whole) in toc.iter().zip(opened) {
         match whole {
             Some(enc) => good.push((e.id, e.kind, e.raw_len, enc)),
             None => {
