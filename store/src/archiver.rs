@@ -372,6 +372,27 @@ impl PackWriter {
     }
 }
 
+/// Cuts chunks off `stream` until they hold `limit` bytes or the stream ends; with the
+/// chunks, how it ended: `None` if it goes on, `Some(None)` at its end, `Some(Some(e))` on a
+/// read error.
+fn next_batch<R: Read>(
+    stream: &mut crate::chunker::ChunkStream<'_, R>,
+    limit: usize,
+) -> (Vec<Vec<u8>>, Option<Option<std::io::Error>>) {
+    let (mut batch, mut bytes) = (Vec::new(), 0);
+    while bytes < limit {
+        match stream.next_chunk() {
+            Ok(Some(c)) => {
+                bytes += c.len();
+                batch.push(c);
+            }
+            Ok(None) => return (batch, Some(None)),
+            Err(e) => return (batch, Some(Some(e))),
+        }
+    }
+    (batch, None)
+}
+
 /// A batch of a stream read ahead: chunk ids, chunks, and the read error that ended it.
 type ReadBatch = (Vec<BlobId>, Vec<Vec<u8>>, Option<std::io::Error>);
 
@@ -815,12 +836,7 @@ impl<'r> Archiver<'r> {
             match stream.next_chunk() {
                 Ok(Some(chunk)) => {
                     total += chunk.len() as u64;
-                    self.progress.bytes(chunk.len() as u64);
-                    self.batch_bytes += chunk.len();
-                    self.batch.push((slot, chunk));
-                    if self.batch_bytes >= BATCH_BYTES {
-                        self.flush()?;
-                    }
+                    self.add_chunk(slot, chunk)?;
                 }
                 Ok(None) => break,
                 Err(e) => return Ok(Err(e)),
@@ -828,6 +844,17 @@ impl<'r> Archiver<'r> {
         }
         self.summary.bytes += total;
         Ok(Ok((slot, total)))
+    }
+
+    /// Adds a chunk of the file in `slot` to the batch, which is stored once it is full.
+    fn add_chunk(&mut self, slot: usize, chunk: Vec<u8>) -> Result<()> {
+        self.progress.bytes(chunk.len() as u64);
+        self.batch_bytes += chunk.len();
+        self.batch.push((slot, chunk));
+        if self.batch_bytes >= BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
     }
 
     /// [`Archiver::data`] with the reading and cutting on a thread of its own, a batch ahead,
@@ -851,23 +878,7 @@ impl<'r> Archiver<'r> {
             scope.spawn(move || {
                 let mut stream = chunker.stream(reader);
                 loop {
-                    let (mut batch, mut bytes, mut end) = (Vec::new(), 0, None);
-                    while bytes < BATCH_BYTES {
-                        match stream.next_chunk() {
-                            Ok(Some(c)) => {
-                                bytes += c.len();
-                                batch.push(c);
-                            }
-                            Ok(None) => {
-                                end = Some(None);
-                                break;
-                            }
-                            Err(e) => {
-                                end = Some(Some(e));
-                                break;
-                            }
-                        }
-                    }
+                    let (batch, end) = next_batch(&mut stream, BATCH_BYTES);
                     let last = end.is_some();
                     // A closed receiver means the backup failed: stop reading.
                     if tx.send((batch, end.flatten())).is_err() || last {
@@ -878,16 +889,11 @@ impl<'r> Archiver<'r> {
             for (batch, error) in rx {
                 for chunk in batch {
                     total += chunk.len() as u64;
-                    self.progress.bytes(chunk.len() as u64);
-                    self.batch_bytes += chunk.len();
-                    self.batch.push((slot, chunk));
+                    self.add_chunk(slot, chunk)?;
                 }
                 if let Some(e) = error {
                     failed = Some(e);
                     break;
-                }
-                if self.batch_bytes >= BATCH_BYTES {
-                    self.flush()?;
                 }
             }
             Ok(())
@@ -1252,25 +1258,7 @@ impl<'r> Archiver<'r> {
             scope.spawn(move || {
                 let mut stream = chunker.stream(reader);
                 loop {
-                    let mut batch = Vec::new();
-                    let mut bytes = 0usize;
-                    let mut end = None;
-                    while bytes < READ_AHEAD_BYTES {
-                        match stream.next_chunk() {
-                            Ok(Some(c)) => {
-                                bytes += c.len();
-                                batch.push(c);
-                            }
-                            Ok(None) => {
-                                end = Some(None);
-                                break;
-                            }
-                            Err(e) => {
-                                end = Some(Some(e));
-                                break;
-                            }
-                        }
-                    }
+                    let (batch, end) = next_batch(&mut stream, READ_AHEAD_BYTES);
                     let keys = repo.keys();
                     let ids: Vec<BlobId> = batch.par_iter().map(|c| keys.chunk_id(c)).collect();
                     let last = end.is_some();

@@ -10,6 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::blob::{self, BlobKind};
@@ -325,7 +326,6 @@ pub(crate) struct WholePack {
 /// pack.
 pub(crate) fn read_pack(repo: &Repo, id: &PackId) -> Result<WholePack> {
     let what = format!("pack {}", id.short());
-    use rayon::prelude::*;
     let bytes = repo.backend().read(&pack_name(id))?;
     let (key, toc) = pack::open_pack(repo.keys(), &bytes, &what)?;
     // The blobs are opened, decoded and re-hashed on every core, beside the hash of the

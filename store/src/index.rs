@@ -332,24 +332,13 @@ impl Index {
 
     /// Records a pack and all its blobs.
     pub fn add_pack(&self, id: &PackId, size: u64, entries: &[pack::Entry]) -> Result<()> {
-        self.add_pack_with_members(id, size, entries, &[])
-    }
-
-    /// Records a pack, all its blobs, and the chunks inside the delta runs in it, in one
-    /// write (a process killed in between must not leave runs whose chunks are unknown).
-    pub fn add_pack_with_members(
-        &self,
-        id: &PackId,
-        size: u64,
-        entries: &[pack::Entry],
-        runs: &[(BlobId, Vec<(BlobId, u32)>)],
-    ) -> Result<()> {
         let mut batch = WriteBatch::default();
-        pack_records(&mut batch, id, size, entries, runs);
+        pack_records(&mut batch, id, size, entries, &[]);
         self.write(batch)
     }
 
-    /// [`Index::add_pack_with_members`] of several packs, in one write.
+    /// Records packs, all their blobs, and the chunks inside the delta runs in them, in one
+    /// write (a process killed in between must not leave runs whose chunks are unknown).
     pub fn add_packs(&self, packs: &[NewPack]) -> Result<()> {
         let mut batch = WriteBatch::default();
         for p in packs {

@@ -228,7 +228,7 @@ pub fn restore(
         None => Vec::new(),
     };
     let shared = Shared::new(repo, progress, Vec::new());
-    run(&shared, target.to_path_buf(), None, |w| {
+    run(shared, target.to_path_buf(), None, |w| {
         if path.is_empty() {
             let tree = repo.load_tree(root)?;
             w.tree(tree, &mut Vec::new())
@@ -265,16 +265,16 @@ pub fn restore_entry(
         Node::Dir(id) => {
             fs::create_dir(dest).map_err(|e| Error::io(dest, e))?;
             let shared = Shared::new(repo, progress, vec![entry.name.clone()]);
-            run(&shared, dest.to_path_buf(), Some(entry), |w| {
+            run(shared, dest.to_path_buf(), Some(entry), |w| {
                 let tree = repo.load_tree(id)?;
                 w.tree(tree, &mut Vec::new())
             })
         }
         _ => {
-            let shared = Shared::new(repo, progress, Vec::new());
             let mut e = entry.clone();
             e.name = name.as_bytes().to_vec();
-            run(&shared, parent.to_path_buf(), None, |w| {
+            let shared = Shared::new(repo, progress, Vec::new());
+            run(shared, parent.to_path_buf(), None, |w| {
                 w.entry(e, &mut Vec::new())
             })
         }
@@ -285,7 +285,8 @@ pub fn restore_entry(
 /// system more waiting than CPU (on ext4 here, 5,000 files of 64 KiB took 1.1–2.7 s from one
 /// thread and 0.5 s from four), so there are more writers than cores.
 fn file_writers() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8)) * 2
+    // rayon's count, read once: `available_parallelism` reads cgroup files a call.
+    rayon::current_num_threads().clamp(2, 8) * 2
 }
 
 /// A path in a snapshot, by components.
@@ -293,7 +294,7 @@ type SnapshotPath = Vec<Vec<u8>>;
 
 /// A file for a writer: where it goes (`rel`, below the target) and its entry.
 struct FileJob {
-    rel: Vec<Vec<u8>>,
+    rel: SnapshotPath,
     path: PathBuf,
     entry: Entry,
 }
@@ -303,7 +304,7 @@ struct Shared<'a> {
     repo: &'a Repo,
     progress: &'a dyn Progress,
     /// The snapshot path that the target stands for (empty: the root).
-    prefix: Vec<Vec<u8>>,
+    prefix: SnapshotPath,
     done: Mutex<Done>,
     /// Set on the first error: everyone stops taking work.
     stop: AtomicBool,
@@ -313,7 +314,7 @@ struct Shared<'a> {
 #[derive(Default)]
 struct Done {
     /// Snapshot paths of the files written, for hard links.
-    restored: HashSet<Vec<Vec<u8>>>,
+    restored: HashSet<SnapshotPath>,
     files: u64,
     bytes: u64,
     failed: Vec<String>,
@@ -321,7 +322,7 @@ struct Done {
 }
 
 impl<'a> Shared<'a> {
-    fn new(repo: &'a Repo, progress: &'a dyn Progress, prefix: Vec<Vec<u8>>) -> Self {
+    fn new(repo: &'a Repo, progress: &'a dyn Progress, prefix: SnapshotPath) -> Self {
         Self {
             repo,
             progress,
@@ -356,8 +357,8 @@ impl<'a> Shared<'a> {
         }
     }
 
-    /// Writes one file under a temporary name and renames it into place once every byte
-    /// was authenticated; damaged data fails this file only.
+    /// Writes one file without a name (or under a temporary one) and names it once every
+    /// byte was authenticated; damaged data fails this file only.
     fn write_file(&self, job: FileJob) -> Result<()> {
         let FileJob {
             rel,
@@ -391,10 +392,19 @@ impl<'a> Shared<'a> {
             }
         };
         let what = display(&rel);
-        let written = match write_parts(self.repo, parts, &mut f, &what, self.progress) {
+        let named = write_parts(self.repo, parts, &mut f, &what, self.progress).and_then(|n| {
+            match &tmp {
+                None => link_unnamed(&f, &p),
+                Some(tmp) => fs::rename(tmp, &p),
+            }
+            .map(|()| n)
+            .map_err(|err| Error::io(&p, err))
+        });
+        drop(f);
+        let written = match named {
             Ok(n) => n,
             Err(err) => {
-                drop(f);
+                // An unnamed file goes with its descriptor; a temporary name is removed.
                 if let Some(tmp) = &tmp {
                     let _ = fs::remove_file(tmp);
                 }
@@ -407,17 +417,6 @@ impl<'a> Shared<'a> {
                 return Err(err);
             }
         };
-        let named = match &tmp {
-            None => link_unnamed(&f, &p),
-            Some(tmp) => fs::rename(tmp, &p),
-        };
-        drop(f);
-        if let Err(err) = named {
-            if let Some(tmp) = &tmp {
-                let _ = fs::remove_file(tmp);
-            }
-            return Err(Error::io(&p, err));
-        }
         finish_meta(&p, &entry, false, self.progress)?;
         let mut done = self.done();
         done.files += 1;
@@ -485,11 +484,12 @@ fn link_unnamed(f: &fs::File, p: &Path) -> std::io::Result<()> {
 /// the target is a restored directory). The file system is synced once at the end, so a
 /// restore that returns is on disk.
 fn run(
-    shared: &Shared,
+    shared: Shared,
     target: PathBuf,
     top: Option<&Entry>,
     walk: impl FnOnce(&mut Walker) -> Result<()>,
 ) -> Result<RestoreStats> {
+    let shared = &shared;
     // Opened before the target's own mode is set, which may forbid reading it.
     let handle = fs::File::open(&target).map_err(|e| Error::io(&target, e))?;
     let (small_tx, small_rx) = mpsc::sync_channel(64);

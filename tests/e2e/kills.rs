@@ -246,18 +246,11 @@ fn kill_after_new_pack(
     extra: u64,
 ) -> (bool, u64) {
     let t = std::time::Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if pack_count(f) > packs {
-            std::thread::sleep(std::time::Duration::from_millis(extra));
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(1));
+    while child.try_wait().unwrap().is_none() && pack_count(f) <= packs {
+        std::thread::sleep(Duration::from_millis(1));
     }
-    let ms = t.elapsed().as_millis() as u64;
-    let running = child.try_wait().unwrap().is_none();
-    let _ = child.kill();
-    child.wait().unwrap();
-    (running, ms)
+    let running = kill_after(child, extra);
+    (running, t.elapsed().as_millis() as u64)
 }
 
 #[test]
