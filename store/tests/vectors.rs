@@ -306,7 +306,12 @@ fn sample_config() -> Config {
         chunker_stream: ChunkerParams::STREAM,
         zstd_level: 3,
         pack_size: 16 * 1024 * 1024,
-        kdf: KdfParams::default(),
+        // Pinned, not the default: the committed vectors do not follow a change of default.
+        kdf: KdfParams {
+            m_kib: 64 * 1024,
+            t: 3,
+            p: 1,
+        },
         delta: None,
     }
 }

@@ -7,7 +7,8 @@ use super::Global;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Argon2id memory for the key file, in KiB (default 65536 = 64 MiB).
+    /// Argon2id memory for the key file, in KiB (default 65536 = 64 MiB, filled as 4 lanes
+    /// on every core).
     #[arg(long, value_name = "KIB", default_value_t = KdfParams::default().m_kib)]
     kdf_memory: u32,
     /// Argon2id passes (default 3).
@@ -63,7 +64,7 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     let kdf = KdfParams {
         m_kib: a.kdf_memory,
         t: a.kdf_iterations,
-        p: 1,
+        p: KdfParams::default().p,
     };
     let mut config = Config::new(kdf);
     config.pack_size = a.pack_size << 20;
