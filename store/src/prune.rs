@@ -132,6 +132,16 @@ pub trait Progress: Sync {
     fn step(&self, _msg: &str) {}
 }
 
+/// The used part of a pack.
+#[derive(Default)]
+struct PackUse {
+    /// The pack's size.
+    size: u64,
+    /// Used blobs in it, and their stored bytes.
+    blobs: u64,
+    bytes: u64,
+}
+
 /// Runs prune (see the module docs).
 pub fn prune(repo: &Repo, opts: &Options, progress: &dyn Progress) -> Result<Report> {
     let _lock = repo.lock_with(&Request {
@@ -161,16 +171,26 @@ pub fn prune(repo: &Repo, opts: &Options, progress: &dyn Progress) -> Result<Rep
     let roots: Vec<_> = repo.snapshots()?.into_iter().map(|(_, s)| s.tree).collect();
     let used = reachable(repo, &roots)?;
     let packs = repo.index().packs()?;
-    let mut per_pack: HashMap<PackId, (u64, Vec<(BlobId, Location)>)> = packs
+    // What each pack holds that is used: counts here, the blobs themselves only for the
+    // packs chosen to be repacked (below). A list of every used blob's location took 72
+    // bytes a blob, 700 MB of a prune's 2.35 GB with 10 million chunks indexed.
+    let mut per_pack: HashMap<PackId, PackUse> = packs
         .iter()
-        .map(|(id, size, _)| (*id, (*size, Vec::new())))
+        .map(|(id, size, _)| {
+            let u = PackUse {
+                size: *size,
+                ..PackUse::default()
+            };
+            (*id, u)
+        })
         .collect();
     let mut used_bytes = 0u64;
     repo.index().for_each_blob(|id, loc| {
         if used.contains(id)
             && let Some(p) = per_pack.get_mut(&loc.pack)
         {
-            p.1.push((*id, *loc));
+            p.blobs += 1;
+            p.bytes += loc.stored_len as u64;
             used_bytes += loc.stored_len as u64;
         }
     })?;
@@ -181,13 +201,12 @@ pub fn prune(repo: &Repo, opts: &Options, progress: &dyn Progress) -> Result<Rep
     let mut delete: Vec<PackId> = Vec::new();
     let mut partly: Vec<(u64, PackId)> = Vec::new();
     let mut unused_total = 0u64;
-    for (id, (size, blobs)) in &per_pack {
-        let u: u64 = blobs.iter().map(|(_, l)| l.stored_len as u64).sum();
-        if blobs.is_empty() {
+    for (id, u) in &per_pack {
+        if u.blobs == 0 {
             delete.push(*id);
-        } else if u < *size {
-            partly.push((*size - u, *id));
-            unused_total += *size - u;
+        } else if u.bytes < u.size {
+            partly.push((u.size - u.bytes, *id));
+            unused_total += u.size - u.bytes;
         }
     }
     // 2. choose packs to repack, most wasteful first, until the bound holds.
@@ -197,8 +216,8 @@ pub fn prune(repo: &Repo, opts: &Options, progress: &dyn Progress) -> Result<Rep
     if opts.reseal {
         let current = repo.keys().current_generation();
         let mut old: Vec<PackId> = Vec::new();
-        for (id, (_, blobs)) in &per_pack {
-            if blobs.is_empty() {
+        for (id, u) in &per_pack {
+            if u.blobs == 0 {
                 continue;
             }
             let head = repo
@@ -223,7 +242,7 @@ pub fn prune(repo: &Repo, opts: &Options, progress: &dyn Progress) -> Result<Rep
             break;
         }
         // A pack whose waste is only its own header and table gains nothing from moving.
-        if waste <= 256 + 52 * per_pack[&id].1.len() as u64 {
+        if waste <= 256 + 52 * per_pack[&id].blobs {
             continue;
         }
         unused_total -= waste;
@@ -231,12 +250,8 @@ pub fn prune(repo: &Repo, opts: &Options, progress: &dyn Progress) -> Result<Rep
     }
     report.delete_packs = delete.len();
     report.repack_packs = repack.len();
-    report.repacked_blobs = repack.iter().map(|id| per_pack[id].1.len() as u64).sum();
-    report.repacked_bytes = repack
-        .iter()
-        .flat_map(|id| per_pack[id].1.iter())
-        .map(|(_, l)| l.stored_len as u64)
-        .sum();
+    report.repacked_blobs = repack.iter().map(|id| per_pack[id].blobs).sum();
+    report.repacked_bytes = repack.iter().map(|id| per_pack[id].bytes).sum();
     if opts.dry_run || (delete.is_empty() && repack.is_empty()) {
         report.pack_bytes_after = if opts.dry_run {
             report.pack_bytes
@@ -252,14 +267,24 @@ pub fn prune(repo: &Repo, opts: &Options, progress: &dyn Progress) -> Result<Rep
         report.repacked_blobs,
         report.repacked_bytes
     ));
-    // 2. repack
+    // 2. repack: the used blobs of the packs chosen, read from the same view of the index.
+    let mut moving: HashMap<PackId, Vec<(BlobId, Location)>> =
+        repack.iter().map(|id| (*id, Vec::new())).collect();
+    repo.index().for_each_blob(|id, loc| {
+        if let Some(blobs) = moving.get_mut(&loc.pack)
+            && used.contains(id)
+        {
+            blobs.push((*id, *loc));
+        }
+    })?;
+    drop(used);
     let mut builder: Option<PackBuilder> = None;
     for id in &repack {
         let name = pack_name(id);
         let what = format!("pack {}", id.short());
         let bytes = repo.backend().read(&name)?;
         let (key, toc) = pack::open_pack(repo.keys(), &bytes, &what)?;
-        for (blob_id, loc) in &per_pack[id].1 {
+        for (blob_id, loc) in &moving[id] {
             let e = toc
                 .get(loc.slot as usize)
                 .filter(|e| e.id == *blob_id)
@@ -401,10 +426,39 @@ fn wait_verify_delete(
 
 /// Walks every snapshot's trees; makes sure each blob they reach is indexed, taking packs
 /// that hold a missing one off `doomed` (and indexing them again).
+///
+/// Each blob reached is first looked up in memory: in the blobs the doomed packs hold (by
+/// the index, or by their own tables once hidden) and in the index's members of delta runs,
+/// each read in one pass. Only a blob found in a doomed pack costs a lookup in the index.
+/// Asking the index about every chunk (twice a prune) was three quarters of a prune's time
+/// with 3 million chunks indexed: 31-42 s of random reads of the index's blocks, now 7 s
+/// for the whole prune.
 fn rescue(repo: &Repo, doomed: &mut Vec<PackId>, report: &mut Report) -> Result<()> {
     repo.index().refresh()?;
+    if doomed.is_empty() {
+        return Ok(());
+    }
     let mut tocs: HashMap<PackId, Option<Vec<pack::Entry>>> = HashMap::new();
+    // Blobs that are, or were, in a doomed pack.
+    let mut in_doomed: HashSet<BlobId> = HashSet::new();
+    let doomed_set: HashSet<PackId> = doomed.iter().copied().collect();
+    repo.index().for_each_blob(|id, loc| {
+        if doomed_set.contains(&loc.pack) {
+            in_doomed.insert(*id);
+        }
+    })?;
+    for pack in doomed.iter() {
+        // Not kept: only the tables of packs found needed are read again, below.
+        if let Ok(toc) = repo.pack_toc(pack) {
+            in_doomed.extend(toc.iter().map(|e| e.id));
+        }
+    }
+    let runs = crate::usage::Runs::load(repo)?;
     let mut ensure = |id: &BlobId, doomed: &mut Vec<PackId>| -> Result<()> {
+        if !in_doomed.contains(id) {
+            // Neither the index nor a doomed pack's table puts it in a doomed pack.
+            return Ok(());
+        }
         if let Some(loc) = repo.index().get(id)? {
             // Indexed in a doomed pack (before the hide, or a pack put back earlier): that
             // pack is needed after all.
@@ -452,8 +506,8 @@ fn rescue(repo: &Repo, doomed: &mut Vec<PackId>, report: &mut Report) -> Result<
                         // A chunk inside a delta run needs the run and the run's bases.
                         let mut chain = vec![part.id];
                         while let Some(id) = chain.pop() {
-                            match repo.index().member(&id)? {
-                                Some((run, _, _)) => {
+                            match runs.run_of(&id) {
+                                Some(run) => {
                                     if seen.insert(run) {
                                         ensure(&run, doomed)?;
                                         if let Ok(h) = repo.run_header(&run) {
@@ -477,7 +531,6 @@ fn rescue(repo: &Repo, doomed: &mut Vec<PackId>, report: &mut Report) -> Result<
     Ok(())
 }
 
-/// Shared, unscoped locks (backups) taken before `t` whose holders still run.
 /// Indexes hidden packs again (those whose table still reads).
 fn unhide(repo: &Repo, packs: &[PackId]) -> Result<()> {
     for pack in packs {
@@ -489,10 +542,122 @@ fn unhide(repo: &Repo, packs: &[PackId]) -> Result<()> {
     Ok(())
 }
 
+/// Shared, unscoped locks (backups) taken before `t` whose holders still run.
 fn older_writers(repo: &Repo, t: i64) -> Result<Vec<LockInfo>> {
     Ok(crate::lock::held(repo.backend(), repo.keys())?
         .into_iter()
         .map(|(_, l)| l)
         .filter(|l| l.scope.is_none() && !l.exclusive && l.time_ns < t)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archiver::{self, BackupOptions, Item};
+    use crate::config::KdfParams;
+    use crate::repo::{self, Mode};
+
+    struct Quiet;
+    impl Progress for Quiet {}
+    impl archiver::Progress for Quiet {}
+
+    /// A repository holding two snapshots of one file each, in packs of their own; the
+    /// first is kept, the second forgotten. Returns the kept snapshot's pack and the other.
+    fn two_packs(dir: &std::path::Path) -> (Repo, PackId, PackId) {
+        let kdf = KdfParams {
+            m_kib: 8,
+            t: 1,
+            p: 1,
+        };
+        repo::init(&dir.join("r"), b"pw", kdf).unwrap();
+        let repo = Repo::open(&dir.join("r"), b"pw", Mode::Write).unwrap();
+        let mut packs = Vec::new();
+        let mut snaps = Vec::new();
+        for k in 0..2u8 {
+            let src = dir.join(format!("src{k}"));
+            std::fs::create_dir_all(&src).unwrap();
+            let mut bytes = vec![0u8; 300_000];
+            blake3::Hasher::new()
+                .update(&[k])
+                .finalize_xof()
+                .fill(&mut bytes);
+            std::fs::write(src.join("f"), &bytes).unwrap();
+            let before: HashSet<PackId> =
+                repo.index().packs().unwrap().iter().map(|p| p.0).collect();
+            let opts = BackupOptions {
+                items: vec![Item::path(&src).unwrap()],
+                ..BackupOptions::default()
+            };
+            snaps.push(archiver::backup(&repo, opts, &Quiet).unwrap().id);
+            let new: Vec<PackId> = repo
+                .index()
+                .packs()
+                .unwrap()
+                .iter()
+                .map(|p| p.0)
+                .filter(|p| !before.contains(p))
+                .collect();
+            assert_eq!(new.len(), 1, "one pack a snapshot");
+            packs.push(new[0]);
+        }
+        repo.forget_snapshot(&snaps[1]).unwrap();
+        (repo, packs[0], packs[1])
+    }
+
+    /// Writes a record of an earlier prune, not finished, that dooms `packs`.
+    fn record(repo: &Repo, packs: &[PackId]) {
+        let p = Pending {
+            version: 1,
+            hidden_ns: crate::now_ns(),
+            packs: packs.to_vec(),
+        };
+        let sealed =
+            envelope::seal_file(repo.keys(), Magic::Prune, &serde_json::to_vec(&p).unwrap());
+        repo.backend().write("prune/00112233", &sealed).unwrap();
+    }
+
+    fn exists(repo: &Repo, pack: &PackId) -> bool {
+        repo.backend().size(&pack_name(pack)).is_ok()
+    }
+
+    fn whole(repo: &Repo) -> bool {
+        let r = crate::check::check(repo, crate::check::ReadData::All, &Quiet).unwrap();
+        r.errors.is_empty() && r.damaged.is_empty()
+    }
+
+    impl crate::check::Progress for Quiet {}
+
+    #[test]
+    fn a_doomed_pack_a_snapshot_still_indexes_is_kept_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, needed, unused) = two_packs(dir.path());
+        record(&repo, &[needed, unused]);
+        let report = prune(&repo, &Options::default(), &Quiet).unwrap();
+        assert_eq!(report.kept_back, 1);
+        assert!(
+            exists(&repo, &needed),
+            "the pack the kept snapshot needs stays"
+        );
+        assert!(!exists(&repo, &unused), "the pack nothing needs goes");
+        assert!(whole(&repo));
+    }
+
+    #[test]
+    fn a_hidden_doomed_pack_a_snapshot_needs_is_found_by_its_table_and_indexed_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, needed, unused) = two_packs(dir.path());
+        record(&repo, &[needed, unused]);
+        // As an earlier prune killed after its hide left them: in no index.
+        repo.index().remove_packs(&[needed, unused]).unwrap();
+        assert!(
+            !whole(&repo),
+            "the kept snapshot cannot be read while its pack is hidden"
+        );
+        let report = prune(&repo, &Options::default(), &Quiet).unwrap();
+        assert_eq!(report.kept_back, 1);
+        assert!(exists(&repo, &needed));
+        assert!(!exists(&repo, &unused));
+        assert!(whole(&repo), "the kept snapshot reads again");
+    }
 }

@@ -208,6 +208,11 @@ impl Runs {
         self.member_run.contains_key(id)
     }
 
+    /// The delta run a chunk is stored inside, if any.
+    pub fn run_of(&self, id: &BlobId) -> Option<BlobId> {
+        self.member_run.get(id).copied()
+    }
+
     /// Every chunk stored inside a delta run, with its run.
     pub fn members(&self) -> impl Iterator<Item = (&BlobId, &BlobId)> {
         self.member_run.iter()
