@@ -320,6 +320,12 @@ struct Archiver<'r> {
 /// open indexes (`Repo::sync_index`).
 const INDEX_PACKS: usize = 8;
 
+/// A pack for a backup to fill: room for its closing size and the blob that takes it past
+/// (a tree chunk is at most 4 MiB).
+fn new_pack(repo: &Repo) -> PackBuilder {
+    PackBuilder::sized(repo.keys(), repo.config().pack_size as usize + (4 << 20))
+}
+
 /// A thread that writes packs (atomically and durably, through the backend) while the
 /// backup fills the next: writing and syncing a 16 MiB pack took 40-90 ms here, in which
 /// no chunk was read or compressed. One pack is written at a time and the next waits to be
@@ -988,7 +994,7 @@ impl<'r> Archiver<'r> {
         let pack_size = self.repo.config().pack_size as usize;
         let mut next = 0;
         while next < encoded.len() {
-            let pack = self.pack.get_or_insert_with(|| PackBuilder::new(keys));
+            let pack = self.pack.get_or_insert_with(|| new_pack(self.repo));
             let (base, key) = (pack.next_slot(), pack.key().clone());
             let mut size = pack.len();
             let start = next;
@@ -1463,9 +1469,7 @@ impl<'r> Archiver<'r> {
     }
 
     fn add_blob(&mut self, id: BlobId, kind: BlobKind, raw_len: u32, encoded: &[u8]) -> Result<()> {
-        let pack = self
-            .pack
-            .get_or_insert_with(|| PackBuilder::new(self.repo.keys()));
+        let pack = self.pack.get_or_insert_with(|| new_pack(self.repo));
         pack.add(id, kind, raw_len, encoded);
         self.summary.new_blobs += 1;
         self.summary.new_raw_bytes += raw_len as u64;

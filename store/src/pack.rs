@@ -60,6 +60,14 @@ impl PackBuilder {
         Self::with_header(keys, Header::new(Magic::Pack, keys))
     }
 
+    /// An empty pack with room for `bytes` (a pack that grew by doubling copied itself over
+    /// and over, and held twice its size when it went a blob past the size it closes at).
+    pub fn sized(keys: &Keys, bytes: usize) -> Self {
+        let mut b = Self::new(keys);
+        b.buf.reserve_exact(bytes.saturating_sub(b.buf.len()));
+        b
+    }
+
     /// An empty pack with a given header (test vectors fix the salt).
     pub fn with_header(keys: &Keys, header: Header) -> Self {
         let key = keys
