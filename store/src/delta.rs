@@ -807,6 +807,16 @@ impl Composed {
         self.segs.len()
     }
 
+    /// Bytes it holds of its own: its lists, and its first buffer (its literals, or the run
+    /// decoded whole); the buffers of the runs below are theirs.
+    pub fn held_bytes(&self) -> usize {
+        self.segs.capacity() * std::mem::size_of::<Seg>()
+            + self.starts.capacity() * 8
+            + self.chunks.capacity() * 32
+            + self.bufs.first().map_or(0, |b| b.len())
+            + self.table.get().map_or(0, |t| t.first.capacity() * 4)
+    }
+
     /// Appends a stretch, merged with the last one when it continues it.
     fn push(&mut self, seg: Seg) {
         debug_assert!(self.table.get().is_none(), "pushed to after it was read");

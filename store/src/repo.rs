@@ -84,6 +84,13 @@ struct ComposedRun {
     members: IdMap<BlobId, (u32, u32)>,
 }
 
+impl ComposedRun {
+    /// Bytes it holds of its own (its member table at about 48 bytes an entry).
+    fn held_bytes(&self) -> usize {
+        self.run.held_bytes() + self.members.capacity() * 48
+    }
+}
+
 /// Bytes of plain chunks a process keeps after reading them (a window's edges, which the
 /// next window often needs again).
 const PLAIN_KEPT: usize = 16 << 20;
@@ -107,8 +114,10 @@ fn trim_oldest<T>(kept: &mut Vec<T>, budget: usize, size: impl Fn(&T) -> usize) 
 /// A run being composed by one thread: what it composed, once it has (`None` if it failed).
 type ComposeSlot = std::sync::OnceLock<Option<Arc<ComposedRun>>>;
 
-/// How many composed runs a process keeps (a few hundred KiB each).
-const COMPOSED_CACHE: usize = 64;
+/// Bytes of composed runs a process keeps (see [`ComposedRun::held_bytes`]). A run over a
+/// dense run holds a stretch for every few bytes: 64 of them, the count kept before, held
+/// 50 MB while the corpus dump's fifth revision was restored.
+const COMPOSED_KEPT: usize = 16 << 20;
 
 /// Stretches beyond which a run is decoded whole rather than composed (a chain of runs with
 /// edits every few bytes would make lists larger than the bytes).
@@ -966,10 +975,8 @@ impl Repo {
             members,
         });
         let mut cache = self.composed.lock().expect("not poisoned");
-        if cache.len() >= COMPOSED_CACHE {
-            cache.remove(0);
-        }
         cache.push((*run, c.clone()));
+        trim_oldest(&mut cache, COMPOSED_KEPT, |(_, c)| c.held_bytes());
         Ok(c)
     }
 
