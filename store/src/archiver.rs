@@ -399,8 +399,35 @@ fn next_batch<R: Read>(
     (batch, None)
 }
 
-/// A batch of a stream read ahead: chunk ids, chunks, and the read error that ended it.
-type ReadBatch = (Vec<BlobId>, Vec<Vec<u8>>, Option<std::io::Error>);
+/// Reads and cuts `reader` on a thread of `scope`, `limit` bytes of chunks a batch, while
+/// the caller stores the batches before: each batch goes through `prepare` on that thread,
+/// then to the receiver with the read error that ended the stream, if one did. `waiting`
+/// batches may wait to be taken. A closed receiver (the backup failed) stops the reading.
+fn read_ahead<'scope, R, T>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    chunker: &'scope Chunker,
+    reader: R,
+    limit: usize,
+    waiting: usize,
+    prepare: impl Fn(Vec<Vec<u8>>) -> T + Send + 'scope,
+) -> std::sync::mpsc::Receiver<(T, Option<std::io::Error>)>
+where
+    R: Read + Send + 'scope,
+    T: Send + 'scope,
+{
+    let (tx, rx) = std::sync::mpsc::sync_channel(waiting);
+    scope.spawn(move || {
+        let mut stream = chunker.stream(reader);
+        loop {
+            let (batch, end) = next_batch(&mut stream, limit);
+            let last = end.is_some();
+            if tx.send((prepare(batch), end.flatten())).is_err() || last {
+                return;
+            }
+        }
+    });
+    rx
+}
 
 /// A run compressed: its id, header, length and stored form.
 type EncodedRun = (BlobId, crate::delta::RunHeader, u32, Vec<u8>);
@@ -834,8 +861,7 @@ impl<'r> Archiver<'r> {
         reader: R,
         chunker: &Chunker,
     ) -> Result<std::io::Result<(usize, u64)>> {
-        let slot = self.contents.len();
-        self.contents.push(Vec::new());
+        let slot = self.new_slot();
         let mut stream = chunker.stream(reader);
         let mut total = 0u64;
         loop {
@@ -850,6 +876,12 @@ impl<'r> Archiver<'r> {
         }
         self.summary.bytes += total;
         Ok(Ok((slot, total)))
+    }
+
+    /// A slot for the parts of a file about to be read (see `contents`).
+    fn new_slot(&mut self) -> usize {
+        self.contents.push(Vec::new());
+        self.contents.len() - 1
     }
 
     /// Adds a chunk of the file in `slot` to the batch, which is stored once it is full.
@@ -874,25 +906,11 @@ impl<'r> Archiver<'r> {
         reader: R,
         chunker: &Chunker,
     ) -> Result<std::io::Result<(usize, u64)>> {
-        let slot = self.contents.len();
-        self.contents.push(Vec::new());
+        let slot = self.new_slot();
         let mut total = 0u64;
         let mut failed = None;
         std::thread::scope(|scope| -> Result<()> {
-            let (tx, rx) =
-                std::sync::mpsc::sync_channel::<(Vec<Vec<u8>>, Option<std::io::Error>)>(0);
-            scope.spawn(move || {
-                let mut stream = chunker.stream(reader);
-                loop {
-                    let (batch, end) = next_batch(&mut stream, BATCH_BYTES);
-                    let last = end.is_some();
-                    // A closed receiver means the backup failed: stop reading.
-                    if tx.send((batch, end.flatten())).is_err() || last {
-                        return;
-                    }
-                }
-            });
-            for (batch, error) in rx {
+            for (batch, error) in read_ahead(scope, chunker, reader, BATCH_BYTES, 0, |b| b) {
                 for chunk in batch {
                     total += chunk.len() as u64;
                     self.add_chunk(slot, chunk)?;
@@ -1243,8 +1261,7 @@ impl<'r> Archiver<'r> {
     ) -> Result<std::io::Result<(usize, u64)>> {
         // Other files' chunks in the batch go first, so each file's parts stay in order.
         self.flush()?;
-        let slot = self.contents.len();
-        self.contents.push(Vec::new());
+        let slot = self.new_slot();
         let parent = ParentFile::new(parent);
         let mut total = 0u64;
         // (offset in the new stream, offset in the parent) just after the last shared chunk.
@@ -1260,19 +1277,11 @@ impl<'r> Archiver<'r> {
         let mut failed = None;
         let repo = self.repo;
         std::thread::scope(|scope| -> Result<()> {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<ReadBatch>(1);
-            scope.spawn(move || {
-                let mut stream = chunker.stream(reader);
-                loop {
-                    let (batch, end) = next_batch(&mut stream, READ_AHEAD_BYTES);
-                    let keys = repo.keys();
-                    let ids: Vec<BlobId> = batch.par_iter().map(|c| keys.chunk_id(c)).collect();
-                    let last = end.is_some();
-                    // A closed receiver means the backup failed: stop reading.
-                    if tx.send((ids, batch, end.flatten())).is_err() || last {
-                        return;
-                    }
-                }
+            // The chunks are hashed on the reading thread too, ahead of the run predictions.
+            let rx = read_ahead(scope, chunker, reader, READ_AHEAD_BYTES, 1, move |batch| {
+                let keys = repo.keys();
+                let ids: Vec<BlobId> = batch.par_iter().map(|c| keys.chunk_id(c)).collect();
+                (ids, batch)
             });
             // Runs being finished, oldest first, and the bytes they hold (run and prefix).
             let mut jobs = std::collections::VecDeque::new();
@@ -1307,7 +1316,7 @@ impl<'r> Archiver<'r> {
                 }
                 Ok(())
             };
-            for (ids, batch, error) in rx {
+            for ((ids, batch), error) in rx {
                 for (id, chunk) in ids.into_iter().zip(batch) {
                     let len = chunk.len() as u64;
                     self.progress.bytes(len);
