@@ -389,7 +389,7 @@ fn a_dense_table_beside_a_sparse_one_reaches_back_three_revisions_at_most() {
 fn a_base_recorded_inside_its_own_run_keeps_that_run_from_being_skipped() {
     use cairn_store::repo::{Mode, Repo};
     let f = Fixture::new();
-    let revs: Vec<Vec<u8>> = (0..3).map(|r| dense_dump(r, 60_000)).collect();
+    let revs: Vec<Vec<u8>> = (0..3).map(|r| dense_dump(r, 35_000)).collect();
     for (r, d) in revs[..2].iter().enumerate() {
         backup_dump(&f, d, &format!("r{r}"));
     }
