@@ -144,12 +144,12 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     );
     if !runs.is_empty() {
         crate::outln!(
-            "  delta runs: {} of data stored in {}; chains at most {} revisions deep, read \
-             through at most {} runs",
+            "  delta runs: {} of data stored in {}; chains at most {} deep, read through at \
+             most {}",
             ui::size(run_raw),
             ui::size(run_stored),
-            max_depth,
-            max_levels
+            plural(max_depth as u64, "revision"),
+            plural(max_levels as u64, "run")
         );
     }
     crate::outln!(
@@ -225,4 +225,9 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
         }
     }
     Ok(code)
+}
+
+/// `n` and `what`, with an s unless `n` is 1.
+fn plural(n: u64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
