@@ -45,6 +45,11 @@ pub fn size(n: u64) -> String {
     cairn_store::human_size(n)
 }
 
+/// `n` and `what`, with an s unless `n` is 1: "1 file", "2 files".
+pub fn plural(n: u64, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
 /// Nanoseconds since the epoch as "2026-11-26 08:38:23" (UTC).
 pub fn time(ns: i64) -> String {
     let secs = ns.div_euclid(1_000_000_000);

@@ -322,9 +322,13 @@ struct Archiver<'r> {
 const INDEX_PACKS: usize = 8;
 
 /// A pack for a backup to fill: room for its closing size and the blob that takes it past
-/// (a tree chunk is at most 4 MiB).
+/// (at most the longest chunk or delta run this repository's config allows).
 fn new_pack(repo: &Repo) -> PackBuilder {
-    PackBuilder::sized(repo.keys(), repo.config().pack_size as usize + (4 << 20))
+    let c = repo.config();
+    let longest = (c.chunker_tree.max)
+        .max(c.chunker_stream.max)
+        .max(c.delta.map_or(0, |d| d.run_max));
+    PackBuilder::sized(repo.keys(), c.pack_size as usize + longest as usize)
 }
 
 /// A thread that writes packs (atomically and durably, through the backend) while the

@@ -810,11 +810,15 @@ impl Composed {
     /// Bytes it holds of its own: its lists, and its first buffer (its literals, or the run
     /// decoded whole); the buffers of the runs below are theirs.
     pub fn held_bytes(&self) -> usize {
-        self.segs.capacity() * std::mem::size_of::<Seg>()
-            + self.starts.capacity() * 8
-            + self.chunks.capacity() * 32
+        use std::mem::size_of;
+        self.segs.capacity() * size_of::<Seg>()
+            + self.starts.capacity() * size_of::<u64>()
+            + self.chunks.capacity() * size_of::<BlobId>()
             + self.bufs.first().map_or(0, |b| b.len())
-            + self.table.get().map_or(0, |t| t.first.capacity() * 4)
+            + self
+                .table
+                .get()
+                .map_or(0, |t| t.first.capacity() * size_of::<u32>())
     }
 
     /// Appends a stretch, merged with the last one when it continues it.

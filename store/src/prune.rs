@@ -561,6 +561,7 @@ mod tests {
     struct Quiet;
     impl Progress for Quiet {}
     impl archiver::Progress for Quiet {}
+    impl crate::check::Progress for Quiet {}
 
     /// A repository holding two snapshots of one file each, in packs of their own; the
     /// first is kept, the second forgotten. Returns the kept snapshot's pack and the other.
@@ -625,8 +626,6 @@ mod tests {
         let r = crate::check::check(repo, crate::check::ReadData::All, &Quiet).unwrap();
         r.errors.is_empty() && r.damaged.is_empty()
     }
-
-    impl crate::check::Progress for Quiet {}
 
     #[test]
     fn a_doomed_pack_a_snapshot_still_indexes_is_kept_back() {

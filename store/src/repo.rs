@@ -87,9 +87,10 @@ struct ComposedRun {
 }
 
 impl ComposedRun {
-    /// Bytes it holds of its own (its member table at about 48 bytes an entry).
+    /// Bytes it holds of its own (its member table: an entry and a control byte a slot).
     fn held_bytes(&self) -> usize {
-        self.run.held_bytes() + self.members.capacity() * 48
+        let slot = std::mem::size_of::<(BlobId, (u32, u32))>() + 1;
+        self.run.held_bytes() + self.members.capacity() * slot
     }
 }
 
@@ -989,12 +990,12 @@ impl Repo {
         Ok(c)
     }
 
-    /// Keeps half as many composed runs as a restore does. A backup composes the parent's
+    /// Halves the bytes of composed runs kept, until the guard is dropped. A backup composes the parent's
     /// runs for the prefixes of its new ones while two of those are finished at once, each
     /// holding its run, prefix and anchor table: with 16 MiB of composed runs the delta
     /// backup of the corpus dump's fifth revision peaked at 95–102 MB, with 8 MiB at
     /// 88–100, in the same time. A restore holds none of those, and with 8 MiB composed
-    /// runs again (a sixth slower). Until the guard is dropped.
+    /// runs again (a sixth slower).
     pub fn fewer_composed(&self) -> impl Drop + '_ {
         struct Fewer<'a>(&'a std::sync::atomic::AtomicUsize);
         impl Drop for Fewer<'_> {

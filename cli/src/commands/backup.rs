@@ -112,13 +112,13 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
             .map(|l| format!(" ({l})"))
             .unwrap_or_default();
         crate::outln!(
-            "snapshot {}{label} saved: {} files, {} dirs, {} read, {} new in {} blobs, {} added to the repository, {:.1}s",
+            "snapshot {}{label} saved: {}, {}, {} read, {} new in {}, {} added to the repository, {:.1}s",
             r.id.short(),
-            s.files,
-            s.dirs,
+            ui::plural(s.files, "file"),
+            ui::plural(s.dirs, "dir"),
             ui::size(s.bytes),
             ui::size(s.new_raw_bytes),
-            s.new_blobs,
+            ui::plural(s.new_blobs, "blob"),
             ui::size(s.added_bytes),
             s.duration_ms as f64 / 1000.0
         );

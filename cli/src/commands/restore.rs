@@ -53,12 +53,12 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
     let stats = r?;
     if !g.quiet {
         crate::outln!(
-            "restored snapshot {}{} to {}: {} files, {} dirs, {}",
+            "restored snapshot {}{} to {}: {}, {}, {}",
             id.short(),
             snap.label().map(|l| format!(" ({l})")).unwrap_or_default(),
             a.target.display(),
-            stats.files,
-            stats.dirs,
+            ui::plural(stats.files, "file"),
+            ui::plural(stats.dirs, "dir"),
             ui::size(stats.bytes)
         );
     }

@@ -148,8 +148,8 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
              most {}",
             ui::size(run_raw),
             ui::size(run_stored),
-            plural(max_depth as u64, "revision"),
-            plural(max_levels as u64, "run")
+            ui::plural(max_depth as u64, "revision"),
+            ui::plural(max_levels as u64, "run")
         );
     }
     crate::outln!(
@@ -225,9 +225,4 @@ pub fn run(g: &Global, a: Args) -> anyhow::Result<u8> {
         }
     }
     Ok(code)
-}
-
-/// `n` and `what`, with an s unless `n` is 1.
-fn plural(n: u64, what: &str) -> String {
-    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
